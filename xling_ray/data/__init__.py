@@ -1,0 +1,62 @@
+"""Benchmark data: XNLI and PAWS-X, from a local copy or the Hugging Face hub.
+
+The training code needs two calls: ``load_eval_sets(cfg)`` (task -> language ->
+parallel evaluation set) and ``load_train_set(cfg, task)`` (English training set).
+"""
+from __future__ import annotations
+
+from xling_ray.config import DataConfig
+from xling_ray.data.benchmarks import BENCHMARKS, EVAL_SPLITS, Benchmark, DataError, HubSpec, get_benchmark
+from xling_ray.data.sources import (
+    DataSource,
+    HubSource,
+    LocalSource,
+    PairDataset,
+    clear_caches,
+    open_source,
+)
+
+__all__ = [
+    "BENCHMARKS",
+    "EVAL_SPLITS",
+    "Benchmark",
+    "DataError",
+    "DataSource",
+    "HubSource",
+    "HubSpec",
+    "LocalSource",
+    "PairDataset",
+    "clear_caches",
+    "get_benchmark",
+    "load_eval_sets",
+    "load_train_set",
+    "open_source",
+]
+
+
+def load_eval_sets(cfg: DataConfig, source: DataSource | None = None) -> dict[str, dict[str, PairDataset]]:
+    """task -> language -> evaluation set, for the languages of ``cfg`` each task has.
+
+    The cap draws ids from English and takes the same ids in every language, so
+    languages are compared on the same (translated) examples.
+    """
+    source = source or open_source(cfg.data_dir)
+    out: dict[str, dict[str, PairDataset]] = {}
+    for task in cfg.tasks:
+        bench = get_benchmark(task)
+        english = source.load_eval(task, "en", cfg.split)
+        if cfg.eval_max_per_language is not None:
+            english = english.subsample(cfg.eval_max_per_language, cfg.seed)
+        languages = ["en"] + [lang for lang in cfg.languages if lang != "en" and lang in bench.languages]
+        sets = {"en": english}
+        for lang in languages[1:]:
+            # Always aligned to English ids (also uncapped): a missing translation is an error, not a smaller set.
+            sets[lang] = source.load_eval(task, lang, cfg.split).select_ids(english.ids)
+        out[task] = {lang: sets[lang] for lang in cfg.languages if lang in sets}
+    return out
+
+
+def load_train_set(cfg: DataConfig, task: str, source: DataSource | None = None) -> PairDataset:
+    """The task's English training set, capped at ``cfg.train_size`` rows drawn with ``cfg.seed``."""
+    data = (source or open_source(cfg.data_dir)).load_train(task)
+    return data.subsample(cfg.train_size, cfg.seed) if cfg.train_size is not None else data
