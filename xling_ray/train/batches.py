@@ -1,0 +1,66 @@
+"""Tokenised sets and the batches drawn from them.
+
+Sets are tokenised once, without padding; each batch is padded only to its own
+longest sequence. Evaluation batches are length-sorted so that little compute
+goes to padding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xling_ray.data import PairDataset
+
+
+@dataclass(frozen=True)
+class EncodedSet:
+    """A tokenised :class:`PairDataset`: token ids per example, and labels."""
+
+    task: str
+    language: str
+    input_ids: tuple[tuple[int, ...], ...]
+    labels: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def encode(tokenizer, data: PairDataset, max_length: int) -> EncodedSet:
+    enc = tokenizer(list(data.text_a), list(data.text_b), truncation=True, max_length=max_length)
+    return EncodedSet(data.task, data.language, tuple(map(tuple, enc["input_ids"])), tuple(data.labels))
+
+
+def collate(data: EncodedSet, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the chosen examples to the longest of them."""
+    seqs = [data.input_ids[i] for i in indices]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    labels = torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """Shuffled index batches of one epoch for one worker.
+
+    The order depends only on ``(seed, epoch)``, so a resumed run sees the same
+    batches. With several workers each takes every ``world_size``-th example of
+    the permutation, and the tail that not every worker would get is dropped so
+    that all workers run the same number of steps (DDP needs that).
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    usable = (n // world_size) * world_size
+    mine = perm[rank:usable:world_size]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def eval_batches(data: EncodedSet, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """Length-sorted batches of this worker's shard of ``data`` (every example once over all workers)."""
+    shard = list(range(rank, len(data), world_size))
+    shard.sort(key=lambda i: len(data.input_ids[i]))
+    return [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]

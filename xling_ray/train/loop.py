@@ -1,0 +1,200 @@
+"""The fine-tuning loop of one recipe: train on English, evaluate every language.
+
+Each task (XNLI, PAWS-X) has its own model, since their label sets differ
+(the XTREME protocol). Within an epoch the tasks' batches alternate, one step
+each, so that at every evaluation point all tasks have progressed alike.
+An evaluation point is the end of an epoch, and, with
+``train.eval_every_steps = N``, every N rounds. At each, the loop reports
+every metric of :func:`xling_ray.metrics.summarize`, the mean
+loss parts since the last report, a 1-based fractional ``epoch`` (the
+scheduler's clock) and a checkpoint from which the run resumes exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from xling_ray.config import RecipeConfig
+from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
+from xling_ray.metrics import summarize
+from xling_ray.models import load_model, load_tokenizer
+from xling_ray.train.batches import EncodedSet, collate, encode, epoch_batches
+from xling_ray.train.evaluate import evaluate
+from xling_ray.train.session import Session, scratch_dir
+from xling_ray.train.step import training_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: the trial fails rather than report garbage."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TaskState:
+    task: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train: EncodedSet
+    evals: dict[str, EncodedSet]
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only the parameters that train: frozen ones (e.g. word embeddings) are
+    rebuilt identically from the model and seed, and would dominate the size."""
+    inner = getattr(model, "module", model)
+    return {n: p.detach().cpu() for n, p in inner.named_parameters() if p.requires_grad}
+
+
+def _autocast(recipe: RecipeConfig, device: torch.device):
+    if device.type == "cuda" and recipe.scaling.mixed_precision != "no":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState], int]:
+    tokenizer = load_tokenizer(recipe.model)
+    pad_id = tokenizer.pad_token_id
+    eval_sets = load_eval_sets(recipe.data)
+    tasks = []
+    for i, task in enumerate(recipe.data.tasks):
+        bench = get_benchmark(task)
+        seed_everything(recipe.train.seed + 1000 * i)  # the classifier head's init
+        model = session.prepare_model(load_model(recipe.model, num_labels=bench.num_labels))
+        train = encode(tokenizer, load_train_set(recipe.data, task), recipe.model.max_length)
+        evals = {lang: encode(tokenizer, d, recipe.model.max_length) for lang, d in eval_sets[task].items()}
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorms
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": recipe.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=recipe.train.lr,
+        )
+        steps = recipe.train.epochs * _steps_per_epoch(len(train), recipe, session)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.train.warmup_ratio * steps), steps)
+        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals))
+    return tasks, pad_id
+
+
+def _steps_per_epoch(n: int, recipe: RecipeConfig, session: Session) -> int:
+    return math.ceil((n // session.world_size) / recipe.train.batch_size)
+
+
+def _save(tasks: list[TaskState], progress: dict[str, Any], path: str) -> None:
+    state = {
+        t.task: {"model": _trainable_state(t.model), "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict()}
+        for t in tasks
+    }
+    state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    torch.save(state, os.path.join(path, "state.pt"))
+    with open(os.path.join(path, "progress.json"), "w") as f:
+        json.dump(progress, f)
+
+
+def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
+    state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
+    for t in tasks:
+        inner = getattr(t.model, "module", t.model)
+        missing = set(_trainable_state(inner)) - set(state[t.task]["model"])
+        if missing:
+            raise RuntimeError(f"checkpoint {path} lacks parameters of task '{t.task}': {sorted(missing)[:3]}...")
+        inner.load_state_dict(state[t.task]["model"], strict=False)
+        t.optimizer.load_state_dict(state[t.task]["optimizer"])
+        t.scheduler.load_state_dict(state[t.task]["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    with open(os.path.join(path, "progress.json")) as f:
+        return json.load(f)
+
+
+def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
+    """Fine-tune and evaluate ``recipe``; returns the last reported metrics."""
+    start = time.perf_counter()
+    seed_everything(recipe.train.seed)
+    tasks, pad_id = build_tasks(recipe, session)
+    seed_everything(recipe.train.seed)
+    progress = {"epoch": 0, "round": 0}
+    with session.restore() as ckpt:
+        if ckpt:
+            progress = _load(tasks, ckpt)
+    autocast = _autocast(recipe, session.device)
+    cfg = recipe.train
+    for t in tasks:
+        t.model.train()
+
+    sums: dict[str, float] = {}
+    n_sum = 0
+    last: dict[str, Any] = {}
+    setup_s = time.perf_counter() - start
+    for epoch in range(progress["epoch"], cfg.epochs):
+        plans = [epoch_batches(len(t.train), cfg.batch_size, cfg.seed + 1000 * i, epoch, session.rank, session.world_size)
+                 for i, t in enumerate(tasks)]
+        rounds = max(len(p) for p in plans)
+        for r in range(progress["round"] if epoch == progress["epoch"] else 0, rounds):
+            for t, plan in zip(tasks, plans):
+                if r >= len(plan):
+                    continue
+                batch = {k: v.to(session.device) for k, v in collate(t.train, plan[r], pad_id).items()}
+                with autocast:
+                    result = training_step(t.model, batch, recipe.losses)
+                if not torch.isfinite(result.loss):
+                    raise NonFiniteLossError(f"task {t.task}: loss is {result.loss.item()} at epoch {epoch + 1}, round {r + 1}")
+                t.optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.max_grad_norm)
+                t.optimizer.step()
+                t.scheduler.step()
+                for name, value in result.parts.items():
+                    key = f"loss_{t.task}_{name}"
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                n_sum += 1
+            done = r + 1
+            end_of_epoch = done == rounds
+            if end_of_epoch or (cfg.eval_every_steps and done % cfg.eval_every_steps == 0):
+                progress = {"epoch": epoch + 1, "round": 0} if end_of_epoch else {"epoch": epoch, "round": done}
+                accuracy = {
+                    t.task: evaluate(t.model, t.evals, recipe.train.eval_batch_size, pad_id, session.device, autocast,
+                                     session.rank, session.world_size)
+                    for t in tasks
+                }
+                per_task = max(1, n_sum // len(tasks))
+                last = {
+                    **summarize(accuracy),
+                    **{k: v / per_task for k, v in sums.items()},
+                    "epoch": epoch + done / rounds,
+                    "time_total_s": time.perf_counter() - start,
+                    "setup_s": setup_s,
+                }
+                sums, n_sum = {}, 0
+                if session.rank == 0:
+                    with scratch_dir() as d:
+                        _save(tasks, progress, d)
+                        session.report(last, d)
+                else:
+                    session.report(last, None)
+        progress = {"epoch": epoch + 1, "round": 0}
+    return last
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Entry point of a Ray Train worker: ``config = {"recipe": RecipeConfig dump}``."""
+    from xling_ray.train.session import TrainSession
+
+    run_recipe(RecipeConfig.model_validate(config["recipe"]), TrainSession())
