@@ -1,0 +1,103 @@
+"""Sweeps through a real local Ray: search spaces, trials, the leaderboard."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from xling_ray.cli import main
+from xling_ray.config import ConfigError
+from xling_ray.leaderboard import build_leaderboard
+from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
+from xling_ray.metrics import transfer_gap
+from xling_ray.tune import load_search_space
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _space_file(tmp_path, tiny_recipe, search, **sweep) -> Path:
+    doc = {
+        "recipe": tiny_recipe.with_updates({"train.epochs": 1}).model_dump(),
+        "search": search,
+        "sweep": {"num_samples": 2, "seed": 0, **sweep},
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_every_shipped_search_space_validates():
+    spaces = sorted((REPO / "search_spaces").glob("*.yaml"))
+    assert spaces, "search_spaces/ is empty"
+    for path in spaces:
+        load_search_space(path)
+
+
+def test_search_space_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recipe:\n  trian: {lr: 1.0e-4}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: recipe.trian"):
+        load_search_space(bad)
+    bad.write_text("search:\n  train.lr: {loguniform: [0.0, 1.0]}\n")
+    with pytest.raises(ConfigError, match="loguniform: low must be positive"):
+        load_search_space(bad)
+    bad.write_text("search:\n  train.learning_rate: {uniform: [0.1, 0.2]}\n")
+    with pytest.raises(ConfigError, match="search.train.learning_rate"):
+        load_search_space(bad)
+    bad.write_text("search:\n  train.batch_size: {choice: [16, 0]}\n")
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_search_space(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_search_space(tmp_path / "missing.yaml")
+
+
+def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny_recipe, tmp_path, capsys):
+    space = _space_file(tmp_path, tiny_recipe, {"train.lr": {"loguniform": [1e-4, 1e-3]}, "train.batch_size": {"choice": [8, 16]}})
+    rc = main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "t", "--quiet"])
+    assert rc == 0
+    run = tmp_path / "runs" / "t"
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert len(board) == 2 and (board["status"] == "TERMINATED").all()
+    assert set(LANGUAGE_COLUMNS) <= set(board.columns)
+    assert {"gap", "gap_xnli", "gap_pawsx", "acc_en", "train.lr", "train.batch_size"} <= set(board.columns)
+    assert board["train.lr"].nunique() == 2
+    for _, row in board.iterrows():
+        xnli = {c.removeprefix("acc_xnli_"): row[c] for c in LANGUAGE_COLUMNS if c.startswith("acc_xnli_")}
+        pawsx = {c.removeprefix("acc_pawsx_"): row[c] for c in LANGUAGE_COLUMNS if c.startswith("acc_pawsx_")}
+        assert row["gap_xnli"] == pytest.approx(transfer_gap(xnli))
+        assert row["gap"] == pytest.approx((transfer_gap(xnli) + transfer_gap(pawsx)) / 2)
+    assert list(board["rank"]) == [1, 2] and board["gap"].is_monotonic_increasing
+    assert (run / "leaderboard.md").read_text().count("\n") >= 4
+    printed = capsys.readouterr().out
+    assert "acc_pawsx_ko" in printed and "gap_pawsx" in printed
+    # The leaderboard is rebuilt from the run folder alone.
+    again = build_leaderboard(run)
+    assert list(again["trial_id"]) == list(board["trial_id"])
+
+
+def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_path):
+    """Several workers go through TorchTrainer (DDP on gloo); each evaluates a shard."""
+    space = _space_file(
+        tmp_path, tiny_recipe.with_updates({"scaling.num_workers": 2, "data.tasks": ["pawsx"]}),
+        {"train.lr": {"loguniform": [1e-4, 1e-3]}}, num_samples=1,
+    )
+    rc = main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "ddp", "--quiet"])
+    assert rc == 0
+    board = pd.read_csv(tmp_path / "runs" / "ddp" / "leaderboard.csv")
+    assert len(board) == 1 and board.loc[0, "status"] == "TERMINATED"
+    assert not math.isnan(board.loc[0, "gap_pawsx"]) and board.loc[0, "gap"] == board.loc[0, "gap_pawsx"]
+    # Every example was evaluated once across both workers: accuracies are multiples of 100/12.
+    acc = board.loc[0, "acc_pawsx_ja"]
+    assert abs(acc * 12 / 100 - round(acc * 12 / 100)) < 1e-6
