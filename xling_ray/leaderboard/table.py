@@ -79,8 +79,26 @@ def write_leaderboard(df: pd.DataFrame, run_dir: str | Path) -> tuple[Path, Path
 
 
 def format_leaderboard(df: pd.DataFrame) -> str:
-    """The printed view: every column, rounded."""
+    """The printed view, in two blocks that fit a terminal: the ranking with each
+    trial's settings, then accuracy per language. Metrics to 2 decimals, settings
+    to 3 significant digits."""
     if df.empty:
         return "(no trials)"
-    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 60):
-        return df.drop(columns=[c for c in ("error",) if c in df and not df[c].astype(bool).any()]).round(2).to_string(index=False)
+    key = ["rank", "trial_id"]
+    langs = [c for c in LANGUAGE_COLUMNS if c in df]
+    ranking = df.drop(columns=langs + [c for c in ("acc_xnli_target", "acc_pawsx_target") if c in df])
+    if "error" in ranking and not ranking["error"].fillna("").astype(bool).any():
+        ranking = ranking.drop(columns="error")
+    per_language = df[key + langs].rename(columns=lambda c: c.removeprefix("acc_"))
+    return f"{_to_text(ranking)}\n\nAccuracy (%) per task and language:\n{_to_text(per_language)}"
+
+
+def _to_text(df: pd.DataFrame) -> str:
+    formatters = {}
+    for col in df.columns:
+        if col.startswith(("acc_", "gap", "xnli_", "pawsx_")) or col == "epoch":
+            formatters[col] = lambda v: "" if pd.isna(v) else f"{v:.2f}"
+        elif pd.api.types.is_float_dtype(df[col]):
+            formatters[col] = lambda v: "" if pd.isna(v) else f"{v:.3g}"
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 80):
+        return df.to_string(index=False, formatters=formatters)
