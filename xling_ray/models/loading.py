@@ -93,13 +93,20 @@ def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
     if cfg.random_init:
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     else:
+        from transformers.utils import logging as hf_logging
+
+        # The load report lists the new classifier head and the layers past num_layers
+        # (in the checkpoint, not in the config): expected here, and noise in every trial's log.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
         try:
-            # Layers past num_layers are in the checkpoint but not in the config: they are skipped.
             model = AutoModelForSequenceClassification.from_pretrained(
                 path, config=config, attn_implementation="eager"
             )
         except OSError as err:
             raise _unavailable(cfg.name, err) from err
+        finally:
+            hf_logging.set_verbosity(verbosity)
     if cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model
