@@ -81,7 +81,7 @@ def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny
     assert list(board["rank"]) == [1, 2] and board["gap"].is_monotonic_increasing
     assert (run / "leaderboard.md").read_text().count("\n") >= 4
     printed = capsys.readouterr().out
-    assert "acc_pawsx_ko" in printed and "gap_pawsx" in printed
+    assert "pawsx_ko" in printed and "xnli_sw" in printed and "gap_pawsx" in printed
     # The leaderboard is rebuilt from the run folder alone.
     again = build_leaderboard(run)
     assert list(again["trial_id"]) == list(board["trial_id"])
@@ -101,3 +101,25 @@ def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_pat
     # Every example was evaluated once across both workers: accuracies are multiples of 100/12.
     acc = board.loc[0, "acc_pawsx_ja"]
     assert abs(acc * 12 / 100 - round(acc * 12 / 100)) < 1e-6
+
+
+@pytest.mark.parametrize("space_name", ["xlinglearn", "ding2022"])
+def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_local, tiny_recipe, tmp_path, space_name):
+    shipped = load_search_space(REPO / "search_spaces" / f"{space_name}.yaml")
+    small = {"model": tiny_recipe.model.model_dump(), "data": tiny_recipe.data.model_dump(),
+             "train.epochs": 1, "train.batch_size": 16}
+    doc = {
+        "recipe": shipped.recipe.with_updates(small).model_dump(),
+        "search": {k: v.model_dump(by_alias=True, exclude_none=True) for k, v in shipped.search.items()},
+        "sweep": {"num_samples": 2, "seed": 1},
+    }
+    path = tmp_path / f"{space_name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "runs"), "--name", space_name, "--quiet"]) == 0
+    board = pd.read_csv(tmp_path / "runs" / space_name / "leaderboard.csv")
+    assert len(board) == 2 and (board["status"] == "TERMINATED").all()
+    assert set(shipped.search) <= set(board.columns)
+    for key in shipped.search:
+        assert board[key].notna().all()
+    weights = [k for k in shipped.search if k.split(".")[-1].startswith("w_")]
+    assert weights and (board[weights] > 0).all().all()
