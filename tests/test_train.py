@@ -31,6 +31,8 @@ def _model(recipe, task="xnli", seed=0):
 class _Term:
     """A loss term for tests: value given by ``fn``, weight from a closure."""
 
+    needs = frozenset()
+
     def __init__(self, name, w, fn):
         self.name, self._w, self.fn, self.calls = name, w, fn, 0
 
@@ -150,6 +152,6 @@ def test_same_seed_same_result_and_resume_reproduces_an_uninterrupted_run(tiny_r
 def test_a_nan_loss_fails_the_run(tiny_recipe, monkeypatch):
     nan = _Term("nan", 1.0, lambda ctx: torch.tensor(float("nan")))
     real_step = loop_module.training_step
-    monkeypatch.setattr(loop_module, "training_step", lambda m, b, c: real_step(m, b, c, terms=(nan,)))
+    monkeypatch.setattr(loop_module, "training_step", lambda m, b, c, **kw: real_step(m, b, c, terms=(nan,), **kw))
     with pytest.raises(NonFiniteLossError, match="loss is nan"):
         run_recipe(tiny_recipe.with_updates({"data.tasks": ["pawsx"]}), LocalSession())

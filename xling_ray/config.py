@@ -77,13 +77,69 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
-class LossConfig(_Strict):
-    """Weights of the loss terms added to cross-entropy; 0 switches a term off.
+AttentionLayers = Literal["last", "all"] | int
+AttentionDivergence = Literal["kl", "symmetric_kl", "mse"]
 
-    Regularizers register their own fields here (see ``xling_ray.losses``).
+
+class XLingLearnConfig(_Strict):
+    """XLingLearn: a perturbed view of each English example and three terms that tie it to the clean one.
+
+    Every ``w_*`` is a term's weight; 0 (the default) switches it off, and the
+    perturbed view is only built when some term needs it.
     """
 
+    # The view: substitute tokens with nearest neighbours in the model's input-embedding space.
+    p_sub: float = Field(0.15, ge=0, le=1, description="probability that an eligible token is substituted")
+    max_sub_per_example: int | None = Field(None, ge=1, description="cap on substitutions per example")
+    neighbours: int = Field(8, ge=1, description="a substitute is drawn from the token's k nearest neighbours")
+    synonym_file: str | None = Field(None, description="word<TAB>syn1 syn2 ... file used instead of embedding neighbours")
+    w_ce_perturbed: float = Field(0.0, ge=0, description="cross-entropy on the perturbed view")
+    # Distance-dispersion constraint (alignment + uniformity).
+    w_dispersion: float = Field(0.0, ge=0)
+    beta: float = Field(1.0, ge=0, description="weight of uniformity inside the dispersion term")
+    t: float = Field(2.0, gt=0, description="uniformity temperature")
+    # Attention consistency between the clean and the perturbed view.
+    w_attention: float = Field(0.0, ge=0)
+    attention_layers: AttentionLayers = "last"
+    attention_divergence: AttentionDivergence = "kl"
+    # Debiased optimal transport between the batch's clean and perturbed pooled embeddings.
+    w_ot: float = Field(0.0, ge=0)
+    ot_eps: float = Field(0.1, gt=0, description="entropic regularisation of the Sinkhorn divergence")
+    ot_iters: int = Field(100, ge=1)
+    ot_cost: Literal["cosine", "sqeuclidean"] = "cosine"
+    ot_eta: float = Field(0.0, ge=0, description="class-conditional cost: added where labels differ")
+
+    @property
+    def active(self) -> bool:
+        return any(w > 0 for w in (self.w_ce_perturbed, self.w_dispersion, self.w_attention, self.w_ot))
+
+
+class Ding2022Config(_Strict):
+    """Embedding-Push, Attention-Pull and Robust targets (Ding et al., COLING 2022)."""
+
+    push: Literal["adversarial", "centroid"] = "adversarial"
+    rho: float = Field(0.05, gt=0, description="push radius, relative to the mean token-embedding norm")
+    steps: int = Field(1, ge=1, description="K, ascent steps of the adversarial push")
+    step_size: float | None = Field(None, gt=0, description="ascent step as a fraction of the ball radius (default 2.5 / K)")
+    centroid_momentum: float = Field(0.99, ge=0, lt=1, description="EMA of the running English centroid")
+    w_robust: float = Field(0.0, ge=0, description="cross-entropy of the pushed view against robust targets")
+    gamma: float = Field(0.1, ge=0, le=1, description="robust target = (1-gamma) onehot + gamma p_clean")
+    w_attention_pull: float = Field(0.0, ge=0)
+    attention_layers: AttentionLayers = "last"
+    attention_divergence: AttentionDivergence = "kl"
+
+    @property
+    def active(self) -> bool:
+        return self.w_robust > 0 or self.w_attention_pull > 0
+
+
+class LossConfig(_Strict):
+    """The training objective: cross-entropy plus regularizers, each off at weight 0
+    (see :mod:`xling_ray.losses` for the formulas)."""
+
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    xlinglearn: XLingLearnConfig = XLingLearnConfig()
+    ding2022: Ding2022Config = Ding2022Config()
 
 
 class ScalingConfig(_Strict):

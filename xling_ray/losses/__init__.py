@@ -12,5 +12,6 @@ config fields: the training step does not change.
 """
 from xling_ray.losses.base import LossTerm, StepContext, register, registered_terms
 from xling_ray.losses.classification import classification_loss
+from xling_ray.losses import terms as _terms  # noqa: F401  (registers the regularizers)
 
 __all__ = ["LossTerm", "StepContext", "classification_loss", "register", "registered_terms"]

@@ -52,6 +52,7 @@ class TaskState:
     scheduler: Any
     train: EncodedSet
     evals: dict[str, EncodedSet]
+    term_state: dict[str, Any]  # what loss terms keep across steps (see StepContext.state)
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -67,6 +68,18 @@ def _autocast(recipe: RecipeConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
+def model_config_for(recipe: RecipeConfig):
+    """The recipe's model, with attention dropout off when an attention-consistency
+    term is on: transformers returns attention maps *after* dropout, whose rows
+    are no longer distributions, and the divergence would mostly measure the
+    dropout masks."""
+    losses = recipe.losses
+    if losses.xlinglearn.w_attention > 0 or losses.ding2022.w_attention_pull > 0:
+        overrides = {**recipe.model.config_overrides, "attention_probs_dropout_prob": 0.0}
+        return recipe.model.model_copy(update={"config_overrides": overrides})
+    return recipe.model
+
+
 def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState], int]:
     tokenizer = load_tokenizer(recipe.model)
     pad_id = tokenizer.pad_token_id
@@ -75,7 +88,7 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
     for i, task in enumerate(recipe.data.tasks):
         bench = get_benchmark(task)
         seed_everything(recipe.train.seed + 1000 * i)  # the classifier head's init
-        model = session.prepare_model(load_model(recipe.model, num_labels=bench.num_labels))
+        model = session.prepare_model(load_model(model_config_for(recipe), num_labels=bench.num_labels))
         train = encode(tokenizer, load_train_set(recipe.data, task), recipe.model.max_length)
         evals = {lang: encode(tokenizer, d, recipe.model.max_length) for lang, d in eval_sets[task].items()}
         params = [p for p in model.parameters() if p.requires_grad]
@@ -87,7 +100,10 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
         )
         steps = recipe.train.epochs * _steps_per_epoch(len(train), recipe, session)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.train.warmup_ratio * steps), steps)
-        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals))
+        # Terms that build vocabularies (e.g. substitution neighbours) start from the training set's tokens.
+        term_state = {"train_token_ids": sorted({i for seq in train.input_ids for i in seq}), "pad_id": pad_id,
+                      "special_ids": sorted(set(tokenizer.all_special_ids)), "tokenizer": tokenizer}
+        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state))
     return tasks, pad_id
 
 
@@ -97,7 +113,9 @@ def _steps_per_epoch(n: int, recipe: RecipeConfig, session: Session) -> int:
 
 def _save(tasks: list[TaskState], progress: dict[str, Any], path: str) -> None:
     state = {
-        t.task: {"model": _trainable_state(t.model), "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict()}
+        t.task: {"model": _trainable_state(t.model), "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+                 # Terms' running statistics (e.g. the English centroid); tables rebuilt on demand are not saved.
+                 "terms": {k: v.state_dict() for k, v in t.term_state.items() if hasattr(v, "load_state_dict")}}
         for t in tasks
     }
     state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
@@ -116,6 +134,8 @@ def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
         inner.load_state_dict(state[t.task]["model"], strict=False)
         t.optimizer.load_state_dict(state[t.task]["optimizer"])
         t.scheduler.load_state_dict(state[t.task]["scheduler"])
+        # Loaded into the objects when the terms create them (StepContext.persistent).
+        t.term_state["saved"] = state[t.task].get("terms", {})
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
@@ -152,7 +172,7 @@ def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
                     continue
                 batch = {k: v.to(session.device) for k, v in collate(t.train, plan[r], pad_id).items()}
                 with autocast:
-                    result = training_step(t.model, batch, recipe.losses)
+                    result = training_step(t.model, batch, recipe.losses, state=t.term_state)
                 if not torch.isfinite(result.loss):
                     raise NonFiniteLossError(f"task {t.task}: loss is {result.loss.item()} at epoch {epoch + 1}, round {r + 1}")
                 t.optimizer.zero_grad(set_to_none=True)

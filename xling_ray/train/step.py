@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -20,20 +21,26 @@ def training_step(
     batch: dict[str, torch.Tensor],
     config: LossConfig,
     terms: tuple[LossTerm, ...] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> StepResult:
     """``L = CE + sum_k w_k L_k`` over the registered terms whose weight is not 0.
 
-    ``batch`` holds ``input_ids``, ``attention_mask`` and ``labels``.
+    ``batch`` holds ``input_ids``, ``attention_mask`` and ``labels``; ``state``
+    persists across one task's steps (see :class:`~xling_ray.losses.StepContext`).
+    With every weight 0 this is exactly one forward pass and plain cross-entropy.
     """
+    active = [(t, w) for t in (registered_terms() if terms is None else terms) if (w := t.weight(config)) != 0]
+    needs = set().union(*(t.needs for t, _ in active))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if "attentions" in needs:
+        inputs["output_attentions"] = True
+    if "hidden_states" in needs:
+        inputs["output_hidden_states"] = True
     outputs = model(**inputs)
     loss = classification_loss(outputs.logits, batch["labels"], config.label_smoothing)
     parts = {"ce": loss.detach()}
-    ctx = StepContext(model=model, batch=batch, outputs=outputs, config=config)
-    for term in registered_terms() if terms is None else terms:
-        w = term.weight(config)
-        if w == 0:
-            continue
+    ctx = StepContext(model=model, batch=batch, outputs=outputs, config=config, state=state if state is not None else {})
+    for term, w in active:
         value = term(ctx)
         loss = loss + w * value
         parts[term.name] = value.detach()

@@ -1,0 +1,168 @@
+"""The registered regularizers: XLingLearn and Ding et al. (COLING 2022).
+
+Each term is a small object: a name, the config field holding its weight, the
+extra outputs of the clean pass it reads, and its value, computed by one of the
+functions of :mod:`alignment`, :mod:`attention`, :mod:`transport`,
+:mod:`targets` (where the formulas are). Views (perturbed, pushed) are built
+once per step and shared by the terms that use them, through ``ctx.cached``.
+
+XLingLearn:  L = CE + w_ce CE(x~) + w_disp D(z, z~) + w_attn A(x, x~) + w_ot S_eps(z, z~)
+Ding 2022:   L = CE + w_robust CE(x_push, t_gamma) + w_pull A(x, x_push)
+
+with x~ the token-substituted view, x_push the embedding-pushed view and z the
+mean-pooled last hidden state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from xling_ray.config import Ding2022Config, LossConfig, XLingLearnConfig
+from xling_ray.losses.alignment import alignment_uniformity
+from xling_ray.losses.attention import attention_consistency
+from xling_ray.losses.base import StepContext, register
+from xling_ray.losses.classification import classification_loss
+from xling_ray.losses.targets import robust_target_loss
+from xling_ray.losses.transport import sinkhorn_divergence
+from xling_ray.losses.views import NeighbourTable, RunningCentroid, adversarial_push, centroid_push, substitute_tokens
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper. Extra views run on it directly: their
+    gradients still reach the same parameters and are all-reduced once, by the
+    clean pass's DDP hooks."""
+    return getattr(model, "module", model)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``z_b = sum_t m_bt h_bt / sum_t m_bt``: the sentence embedding e5 is trained with."""
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def _forward(model: torch.nn.Module, attention_mask: torch.Tensor, attentions: bool, **inputs: Any):
+    return unwrap(model)(attention_mask=attention_mask, output_hidden_states=True, output_attentions=attentions, **inputs)
+
+
+# ---------------------------------------------------------------- views
+
+def neighbour_table(ctx: StepContext, cfg: XLingLearnConfig) -> NeighbourTable:
+    """Built on the first step from the model's input embeddings (or the synonym file), then kept."""
+    def make() -> NeighbourTable:
+        special = ctx.state.get("special_ids", ())
+        if cfg.synonym_file:
+            table = NeighbourTable.from_synonym_file(cfg.synonym_file, ctx.state["tokenizer"], special_ids=special)
+        else:
+            weights = unwrap(ctx.model).get_input_embeddings().weight.detach()
+            # Neighbours among the training set's tokens: the full 250k x 250k table would take hours on a CPU.
+            candidates = ctx.state.get("train_token_ids") or ctx.batch["input_ids"].unique().tolist()
+            table = NeighbourTable.from_embeddings(weights, candidates, k=cfg.neighbours, special_ids=special)
+        return table.to(ctx.batch["input_ids"].device)
+
+    return ctx.persistent("neighbour_table", make)
+
+
+def perturbed_view(ctx: StepContext):
+    """XLingLearn's view: the batch with tokens substituted by neighbours, through the model."""
+    cfg = ctx.config.xlinglearn
+
+    def make():
+        ids = substitute_tokens(
+            ctx.batch["input_ids"], ctx.batch["attention_mask"], neighbour_table(ctx, cfg), cfg.p_sub,
+            cfg.max_sub_per_example, special_ids=ctx.state.get("special_ids", ()),
+        )
+        return _forward(ctx.model, ctx.batch["attention_mask"], cfg.w_attention > 0, input_ids=ids)
+
+    return ctx.cached("perturbed", make)
+
+
+def pushed_view(ctx: StepContext):
+    """Ding et al.'s view: input embeddings pushed away from the clean point, through the model."""
+    cfg = ctx.config.ding2022
+
+    def make():
+        model = unwrap(ctx.model)
+        mask = ctx.batch["attention_mask"]
+        embeds = model.get_input_embeddings()(ctx.batch["input_ids"])
+        if cfg.push == "adversarial":
+            delta = adversarial_push(model, embeds.detach(), mask, ctx.outputs.logits.detach(), cfg.rho, cfg.steps,
+                                     step_size=cfg.step_size)
+        else:
+            centroid = ctx.persistent("centroid", lambda: RunningCentroid(cfg.centroid_momentum))
+            delta = centroid_push(embeds, mask, centroid.update(embeds, mask), cfg.rho)
+        return _forward(model, mask, cfg.w_attention_pull > 0, inputs_embeds=embeds + delta)
+
+    return ctx.cached("pushed", make)
+
+
+# ---------------------------------------------------------------- terms
+
+@dataclass(frozen=True)
+class Term:
+    """A loss term: ``value(ctx)`` weighted by ``weight_of(config)``."""
+
+    name: str
+    needs: frozenset[str]
+    weight_of: Callable[[LossConfig], float]
+    value: Callable[[StepContext], torch.Tensor]
+
+    def weight(self, config: LossConfig) -> float:
+        return self.weight_of(config)
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        return self.value(ctx)
+
+
+def _pooled_pair(ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = ctx.batch["attention_mask"]
+    return mean_pool(ctx.outputs.hidden_states[-1], mask), mean_pool(perturbed_view(ctx).hidden_states[-1], mask)
+
+
+def _xll_ce(ctx: StepContext) -> torch.Tensor:
+    return classification_loss(perturbed_view(ctx).logits, ctx.batch["labels"], ctx.config.label_smoothing)
+
+
+def _xll_dispersion(ctx: StepContext) -> torch.Tensor:
+    cfg = ctx.config.xlinglearn
+    z, z_tilde = _pooled_pair(ctx)
+    return alignment_uniformity(z.float(), z_tilde.float(), beta=cfg.beta, t=cfg.t)
+
+
+def _xll_attention(ctx: StepContext) -> torch.Tensor:
+    cfg = ctx.config.xlinglearn
+    return attention_consistency(ctx.outputs.attentions, perturbed_view(ctx).attentions, ctx.batch["attention_mask"],
+                                 cfg.attention_layers, cfg.attention_divergence)
+
+
+def _xll_ot(ctx: StepContext) -> torch.Tensor:
+    cfg = ctx.config.xlinglearn
+    z, z_tilde = _pooled_pair(ctx)
+    labels = ctx.batch["labels"] if cfg.ot_eta > 0 else None
+    return sinkhorn_divergence(z.float(), z_tilde.float(), eps=cfg.ot_eps, n_iter=cfg.ot_iters, cost=cfg.ot_cost,
+                               labels_x=labels, labels_y=labels, eta=cfg.ot_eta)
+
+
+def _ding_robust(ctx: StepContext) -> torch.Tensor:
+    return robust_target_loss(pushed_view(ctx).logits, ctx.batch["labels"], ctx.outputs.logits, ctx.config.ding2022.gamma)
+
+
+def _ding_attention(ctx: StepContext) -> torch.Tensor:
+    cfg: Ding2022Config = ctx.config.ding2022
+    return attention_consistency(ctx.outputs.attentions, pushed_view(ctx).attentions, ctx.batch["attention_mask"],
+                                 cfg.attention_layers, cfg.attention_divergence)
+
+
+NONE, HIDDEN, ATTENTIONS = frozenset(), frozenset({"hidden_states"}), frozenset({"attentions"})
+
+XLINGLEARN_TERMS = (
+    register(Term("xll_ce", NONE, lambda c: c.xlinglearn.w_ce_perturbed, _xll_ce)),
+    register(Term("xll_dispersion", HIDDEN, lambda c: c.xlinglearn.w_dispersion, _xll_dispersion)),
+    register(Term("xll_attention", ATTENTIONS, lambda c: c.xlinglearn.w_attention, _xll_attention)),
+    register(Term("xll_ot", HIDDEN, lambda c: c.xlinglearn.w_ot, _xll_ot)),
+)
+DING2022_TERMS = (
+    register(Term("ding_robust", NONE, lambda c: c.ding2022.w_robust, _ding_robust)),
+    register(Term("ding_attention", ATTENTIONS, lambda c: c.ding2022.w_attention_pull, _ding_attention)),
+)
