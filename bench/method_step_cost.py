@@ -1,0 +1,85 @@
+"""Step time of each regularization method against plain fine-tuning, offline model.
+
+    python bench/method_step_cost.py --data-dir ../shared/data [--batch-size 16] [--steps 4]
+
+For each method the fair baseline is a step with the same encoder passes and
+nothing else: XLingLearn runs two (clean + perturbed), so its baseline is
+cross-entropy on both views; Ding et al.'s adversarial push runs K ascent
+passes and the pushed pass, so its baseline is the same push with plain CE
+on the pushed view (gamma 0, no attention pull). The column "beyond passes"
+is what the method's own terms cost on top: the goal is at most 10 %.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from xling_ray.config import DataConfig, LossConfig, ModelConfig
+from xling_ray.data import get_benchmark, load_train_set
+from xling_ray.models import load_model, load_tokenizer
+from xling_ray.train.batches import collate, encode
+from xling_ray.train.loop import model_config_for
+from xling_ray.train.step import training_step
+from xling_ray.config import RecipeConfig
+
+XLL_ALL = {"w_ce_perturbed": 1.0, "w_dispersion": 0.1, "w_attention": 0.1, "w_ot": 0.1, "ot_eps": 0.05}
+DING_ALL = {"w_robust": 1.0, "gamma": 0.1, "w_attention_pull": 0.1, "steps": 1}
+CASES = {
+    # name: (losses, baseline name)
+    "plain CE (1 pass)": ({}, None),
+    "CE on both views (2 passes)": ({"xlinglearn": {"w_ce_perturbed": 1.0}}, None),
+    "XLingLearn, all terms": ({"xlinglearn": XLL_ALL}, "CE on both views (2 passes)"),
+    "push + CE on pushed view (K=1: 3 passes)": ({"ding2022": {"w_robust": 1.0, "gamma": 0.0, "steps": 1}}, None),
+    "Ding 2022, all terms (K=1)": ({"ding2022": DING_ALL}, "push + CE on pushed view (K=1: 3 passes)"),
+}
+
+
+def time_case(model_cfg: ModelConfig, losses: LossConfig, data, tok, batch_size: int, steps: int) -> float:
+    torch.manual_seed(0)
+    recipe = RecipeConfig(model=model_cfg, losses=losses)
+    model = load_model(model_config_for(recipe), num_labels=get_benchmark("xnli").num_labels).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
+    state = {"train_token_ids": sorted({i for s in data.input_ids for i in s}),
+             "special_ids": sorted(tok.all_special_ids), "tokenizer": tok}
+    times = []
+    for r in range(steps + 1):  # step 0 warms up (and builds the neighbour table)
+        batch = collate(data, list(range(r * batch_size, (r + 1) * batch_size)), tok.pad_token_id)
+        t0 = time.perf_counter()
+        out = training_step(model, batch, losses, state=state)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if r:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--layers", type=int, default=None, help="keep the first k layers (default: all 12)")
+    p.add_argument("--max-length", type=int, default=128)
+    args = p.parse_args()
+    model_cfg = ModelConfig(freeze_word_embeddings=True, max_length=args.max_length, num_layers=args.layers)
+    tok = load_tokenizer(model_cfg)
+    data = encode(tok, load_train_set(DataConfig(data_dir=args.data_dir, train_size=args.batch_size * (args.steps + 1)), "xnli"),
+                  model_cfg.max_length)
+    print(f"offline model, frozen word embeddings, layers {args.layers or 12}, max length {args.max_length}, "
+          f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, median of {args.steps} steps")
+    print("| step | time (s) | x plain CE | beyond its encoder passes |")
+    print("|---|---|---|---|")
+    seconds: dict[str, float] = {}
+    for name, (losses, baseline) in CASES.items():
+        seconds[name] = time_case(model_cfg, LossConfig.model_validate(losses), data, tok, args.batch_size, args.steps)
+        plain = seconds["plain CE (1 pass)"]
+        beyond = f"{100 * (seconds[name] / seconds[baseline] - 1):+.1f} %" if baseline else "(baseline)"
+        print(f"| {name} | {seconds[name]:.2f} | {seconds[name] / plain:.2f} | {beyond} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
