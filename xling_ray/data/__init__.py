@@ -15,6 +15,7 @@ from xling_ray.data.sources import (
     clear_caches,
     open_source,
 )
+from xling_ray.data.pools import LeakageError, ParallelPool, TextPool, benchmark_pools, check_no_leakage, first_ids, skip_first
 
 __all__ = [
     "BENCHMARKS",
@@ -24,6 +25,13 @@ __all__ = [
     "DataSource",
     "HubSource",
     "HubSpec",
+    "LeakageError",
+    "ParallelPool",
+    "TextPool",
+    "benchmark_pools",
+    "check_no_leakage",
+    "first_ids",
+    "skip_first",
     "LocalSource",
     "PairDataset",
     "clear_caches",
@@ -37,14 +45,17 @@ __all__ = [
 def load_eval_sets(cfg: DataConfig, source: DataSource | None = None) -> dict[str, dict[str, PairDataset]]:
     """task -> language -> evaluation set, for the languages of ``cfg`` each task has.
 
-    The cap draws ids from English and takes the same ids in every language, so
-    languages are compared on the same (translated) examples.
+    The first ``cfg.eval_skip_first[task]`` examples (id order) are left out (they may
+    serve as a text pool). The cap draws ids from English and takes the same ids in
+    every language, so languages are compared on the same (translated) examples.
     """
     source = source or open_source(cfg.data_dir)
     out: dict[str, dict[str, PairDataset]] = {}
     for task in cfg.tasks:
         bench = get_benchmark(task)
         english = source.load_eval(task, "en", cfg.split)
+        # Before the cap, so that the cap draws from what is left.
+        english = skip_first(english, cfg.eval_skip_first.get(task, 0))
         if cfg.eval_max_per_language is not None:
             english = english.subsample(cfg.eval_max_per_language, cfg.seed)
         languages = ["en"] + [lang for lang in cfg.languages if lang != "en" and lang in bench.languages]
