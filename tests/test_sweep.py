@@ -103,16 +103,19 @@ def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_pat
     assert abs(acc * 12 / 100 - round(acc * 12 / 100)) < 1e-6
 
 
-@pytest.mark.parametrize("space_name", ["xlinglearn", "ding2022"])
+@pytest.mark.parametrize("space_name", ["xlinglearn", "ding2022", "xite", "adjustment"])
 def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_local, tiny_recipe, tmp_path, space_name):
     shipped = load_search_space(REPO / "search_spaces" / f"{space_name}.yaml")
-    small = {"model": tiny_recipe.model.model_dump(), "data": tiny_recipe.data.model_dump(),
-             "train.epochs": 1, "train.batch_size": 16}
+    small = {"model": tiny_recipe.model.model_dump(),
+             "data": {**tiny_recipe.data.model_dump(), "eval_skip_first": shipped.recipe.data.eval_skip_first},
+             "train.epochs": 1, "train.batch_size": 16, "losses.adjustment.align_layer": 1}
     doc = {
         "recipe": shipped.recipe.with_updates(small).model_dump(),
         "search": {k: v.model_dump(by_alias=True, exclude_none=True) for k, v in shipped.search.items()},
         "sweep": {"num_samples": 2, "seed": 1},
     }
+    if "losses.xite.layer" in doc["search"]:
+        doc["search"]["losses.xite.layer"] = {"choice": [0, 1, 2]}  # the tiny model has 2 layers
     path = tmp_path / f"{space_name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     assert main(["sweep", str(path), "--storage", str(tmp_path / "runs"), "--name", space_name, "--quiet"]) == 0
@@ -121,5 +124,5 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
     assert set(shipped.search) <= set(board.columns)
     for key in shipped.search:
         assert board[key].notna().all()
-    weights = [k for k in shipped.search if k.split(".")[-1].startswith("w_")]
+    weights = [k for k in shipped.search if k.split(".")[-1].startswith(("w_", "ratio"))]
     assert weights and (board[weights] > 0).all().all()

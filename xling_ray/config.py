@@ -49,6 +49,9 @@ class DataConfig(_Strict):
     split: Literal["validation", "test"] = "validation"
     eval_max_per_language: int | None = Field(None, ge=1, description="cap per language, drawn with `seed`")
     train_size: int | None = Field(None, ge=1, description="English training examples per task, drawn with `seed`")
+    eval_skip_first: dict[Literal["xnli", "pawsx"], int] = Field(
+        default_factory=dict,
+        description="leave the first n examples (id order) of a task's evaluation split out, e.g. to serve as a text pool")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -133,6 +136,75 @@ class Ding2022Config(_Strict):
         return self.w_robust > 0 or self.w_attention_pull > 0
 
 
+class PoolConfig(_Strict):
+    """Target-language text for the methods that use it (XITE, cross-lingual adjustment).
+
+    ``benchmark``: each task's model gets text from its own benchmark: the first
+    ``take_first[task]`` examples (id order) of the split, in every target language, paired with
+    the English example of the same id (a translation). When that split is also evaluated, set
+    ``data.eval_skip_first`` to the same numbers: the leakage guard refuses a run whose pool shares
+    ids or text with the evaluation. PAWS-X reuses sentences across far-apart ids, so pool pairs
+    sharing a text with the evaluated part are dropped before the guard runs.
+    ``files``: one file per language, ``target ||| English`` per line (Efimov et al.'s format),
+    used for every task.
+    """
+
+    source: Literal["benchmark", "files"] = "benchmark"
+    split: Literal["validation", "test"] = "validation"
+    take_first: dict[Literal["xnli", "pawsx"], int] = Field(
+        default_factory=lambda: {"xnli": 1245, "pawsx": 1000},
+        description="XNLI: a multiple of 3 keeps each premise's hypotheses together")
+    files: dict[str, str] = Field(default_factory=dict, description="language -> parallel file")
+    max_per_language: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class XiteConfig(_Strict):
+    """XITE (Fazili & Jyothi, 2026): synthetic examples interpolated between English training
+    examples and target-language text labelled by its nearest English example. Off at ratio 0."""
+
+    ratio: float = Field(0.0, ge=0, description="synthetic examples per real one (0 = off)")
+    lam: float = Field(0.5, ge=0, le=1, description="interpolation weight of the source when alpha is not set")
+    alpha: float | None = Field(None, gt=0, description="draw lam from Beta(alpha, alpha) per example instead")
+    layer: int = Field(0, ge=0, description="0: interpolate input embeddings; k: hidden states after layer k (manifold mixup)")
+    lda: bool = True
+    lda_components: int | None = Field(None, ge=1, description="default: languages - 1")
+    lda_shrinkage: float | Literal["auto"] | None = None
+    k: int = Field(1, ge=1, description="label by a vote of the k nearest English examples")
+    tau: float | None = Field(None, ge=-1, le=1, description="drop target texts whose best cosine similarity is below tau")
+
+    @property
+    def active(self) -> bool:
+        return self.ratio > 0
+
+
+class AdjustmentConfig(_Strict):
+    """Cross-lingual adjustment (Cao et al., 2020; Efimov et al., 2023):
+    ``L_adj = L_align + base_rate * L_reg`` on parallel sentences.
+
+    ``regime: before``: ``steps`` adjustment steps before fine-tuning (AdamW, betas 0.9/0.98,
+    warm-up over the first 10 %, ``lr``, ``batch_size`` pairs). ``regime: continual``: during
+    fine-tuning, ``CE + w_align * L_align + w_reg * L_reg`` with an alignment batch each step.
+    Off when ``regime`` is ``off``.
+    """
+
+    regime: Literal["off", "before", "continual"] = "off"
+    word_vector: Literal["mean", "first", "last"] = "mean"
+    include_special: bool = Field(False, description="count [CLS]/[SEP] (<s>/</s>) as aligned")
+    alignment_file: str | None = Field(None, description="Pharaoh i-j alignments instead of the built-in aligner")
+    align_layer: int = Field(8, description="hidden layer whose similarities the built-in aligner uses")
+    steps: int = Field(100, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1, description="parallel pairs per adjustment step (reference: 32; continual: 16)")
+    base_rate: float = Field(1.0, ge=0, description="weight of L_reg before fine-tuning")
+    w_align: float = Field(0.01, ge=0, description="continual: weight of L_align")
+    w_reg: float = Field(1.0, ge=0, description="continual: weight of L_reg")
+
+    @property
+    def active(self) -> bool:
+        return self.regime != "off"
+
+
 class LossConfig(_Strict):
     """The training objective: cross-entropy plus regularizers, each off at weight 0
     (see :mod:`xling_ray.losses` for the formulas)."""
@@ -140,6 +212,9 @@ class LossConfig(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     xlinglearn: XLingLearnConfig = XLingLearnConfig()
     ding2022: Ding2022Config = Ding2022Config()
+    xite: XiteConfig = XiteConfig()
+    adjustment: AdjustmentConfig = AdjustmentConfig()
+    pool: PoolConfig = Field(PoolConfig(), description="target-language text for xite and adjustment")
 
 
 class ScalingConfig(_Strict):

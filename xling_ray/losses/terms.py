@@ -8,12 +8,15 @@ once per step and shared by the terms that use them, through ``ctx.cached``.
 
 XLingLearn:  L = CE + w_ce CE(x~) + w_disp D(z, z~) + w_attn A(x, x~) + w_ot S_eps(z, z~)
 Ding 2022:   L = CE + w_robust CE(x_push, t_gamma) + w_pull A(x, x_push)
+XITE:        L = CE + r CE(mix_lam(h_k(x_src), phi(h_k(x_tgt))), y_src)
+Continual cross-lingual adjustment:  L = CE + w_align L_align + w_reg L_reg
 
 with x~ the token-substituted view, x_push the embedding-pushed view and z the
 mean-pooled last hidden state.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,6 +29,8 @@ from xling_ray.losses.base import StepContext, register
 from xling_ray.losses.classification import classification_loss
 from xling_ray.losses.targets import robust_target_loss
 from xling_ray.losses.transport import sinkhorn_divergence
+from xling_ray.losses.adjustment import adjustment_objective
+from xling_ray.losses.xite import interpolate, sample_lambda
 from xling_ray.losses.views import NeighbourTable, RunningCentroid, adversarial_push, centroid_push, substitute_tokens
 
 
@@ -154,6 +159,73 @@ def _ding_attention(ctx: StepContext) -> torch.Tensor:
                                  cfg.attention_layers, cfg.attention_divergence)
 
 
+def mixing_site(model: torch.nn.Module, layer: int) -> torch.nn.Module:
+    """The module whose output holds the states after ``layer``: 0 the embedding layer,
+    k the k-th encoder layer (BERT and XLM-R layouts: ``base_model.encoder.layer``)."""
+    base = model.base_model
+    if layer == 0:
+        return base.embeddings
+    layers = base.encoder.layer
+    if layer > len(layers):
+        raise ValueError(f"losses.xite.layer={layer} but the model has {len(layers)} layers")
+    return layers[layer - 1]
+
+
+def _xite(ctx: StepContext) -> torch.Tensor:
+    """XITE's synthetic examples (Fazili & Jyothi, 2026), interpolated at layer k
+    (k = 0: the embedding layer; k > 0: manifold mixup, Verma et al. 2019):
+
+        h = lam * h_k(x_src) + (1 - lam) * phi(h_k(x_tgt)),   loss = CE(f_{>k}(h), y_src)
+
+    x_tgt a target-language pair, x_src its nearest English training example, y_src
+    that example's label, phi the LDA projector. The term's weight is the synthetic-to-real
+    ratio r, and each step draws ceil(r * B) synthetic examples: ``CE + r CE_syn`` is,
+    up to the factor 1 / (1 + r), the mean loss over a batch with r synthetic examples
+    per real one. The states are mixed position by position; the mask is the union of
+    both sides' masks.
+    """
+    cfg = ctx.config.xite
+    data = ctx.state["xite"]
+    model = unwrap(ctx.model)
+    n = max(1, math.ceil(cfg.ratio * ctx.batch["input_ids"].shape[0]))
+    b = data.draw(n, ctx.batch["input_ids"].device)
+    target = model.base_model(input_ids=b["tgt_ids"], attention_mask=b["tgt_mask"], output_hidden_states=True)
+    h_tgt = target.hidden_states[cfg.layer]
+    if data.projector is not None:
+        h_tgt = data.projector.project(h_tgt.float()).to(h_tgt.dtype)
+    lam = cfg.lam if cfg.alpha is None else sample_lambda(cfg.alpha, n).to(h_tgt)
+
+    def mix(module, inputs, output):
+        h = output[0] if isinstance(output, tuple) else output
+        mixed = interpolate(h, h_tgt, lam)
+        return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
+
+    handle = mixing_site(model, cfg.layer).register_forward_hook(mix)
+    try:
+        logits = model(input_ids=b["src_ids"], attention_mask=b["mask"]).logits
+    finally:
+        handle.remove()
+    return classification_loss(logits, b["labels"], ctx.config.label_smoothing)
+
+
+def _adjustment_parts(ctx: StepContext):
+    """Efimov et al.'s continual variant: each step, an alignment batch of parallel pairs
+    gives ``L_align`` and ``L_reg`` (formulas in :mod:`adjustment`), shared by both terms."""
+    cfg = ctx.config.adjustment
+    data = ctx.state["adjustment"]
+
+    def make():
+        batch = data.draw(cfg.batch_size, ctx.batch["input_ids"].device)
+        return adjustment_objective(ctx.model, data.original, batch, 0.0, mode=cfg.word_vector,
+                                    include_special=cfg.include_special)
+
+    return ctx.cached("adjustment", make)
+
+
+def _continual(weight: Callable[[Any], float]) -> Callable[[LossConfig], float]:
+    return lambda c: weight(c.adjustment) if c.adjustment.regime == "continual" else 0.0
+
+
 NONE, HIDDEN, ATTENTIONS = frozenset(), frozenset({"hidden_states"}), frozenset({"attentions"})
 
 XLINGLEARN_TERMS = (
@@ -161,6 +233,11 @@ XLINGLEARN_TERMS = (
     register(Term("xll_dispersion", HIDDEN, lambda c: c.xlinglearn.w_dispersion, _xll_dispersion)),
     register(Term("xll_attention", ATTENTIONS, lambda c: c.xlinglearn.w_attention, _xll_attention)),
     register(Term("xll_ot", HIDDEN, lambda c: c.xlinglearn.w_ot, _xll_ot)),
+)
+XITE_TERMS = (register(Term("xite", NONE, lambda c: c.xite.ratio, _xite)),)
+ADJUSTMENT_TERMS = (
+    register(Term("adj_align", NONE, _continual(lambda a: a.w_align), lambda ctx: _adjustment_parts(ctx).align)),
+    register(Term("adj_reg", NONE, _continual(lambda a: a.w_reg), lambda ctx: _adjustment_parts(ctx).reg)),
 )
 DING2022_TERMS = (
     register(Term("ding_robust", NONE, lambda c: c.ding2022.w_robust, _ding_robust)),

@@ -32,6 +32,13 @@ from xling_ray.train.batches import EncodedSet, collate, encode, epoch_batches
 from xling_ray.train.evaluate import evaluate
 from xling_ray.train.session import Session, scratch_dir
 from xling_ray.train.step import training_step
+from xling_ray.train.target_text import (
+    adjust_before_fine_tuning,
+    parallel_pairs,
+    prepare_adjustment,
+    prepare_xite,
+    target_pairs,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,7 +96,8 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
         bench = get_benchmark(task)
         seed_everything(recipe.train.seed + 1000 * i)  # the classifier head's init
         model = session.prepare_model(load_model(model_config_for(recipe), num_labels=bench.num_labels))
-        train = encode(tokenizer, load_train_set(recipe.data, task), recipe.model.max_length)
+        train_data = load_train_set(recipe.data, task)
+        train = encode(tokenizer, train_data, recipe.model.max_length)
         evals = {lang: encode(tokenizer, d, recipe.model.max_length) for lang, d in eval_sets[task].items()}
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
@@ -103,6 +111,15 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
         # Terms that build vocabularies (e.g. substitution neighbours) start from the training set's tokens.
         term_state = {"train_token_ids": sorted({i for seq in train.input_ids for i in seq}), "pad_id": pad_id,
                       "special_ids": sorted(set(tokenizer.all_special_ids)), "tokenizer": tokenizer}
+        if recipe.losses.xite.active:
+            # With the model as loaded: XITE encodes with the frozen pre-trained encoder.
+            targets = target_pairs(recipe, task, eval_sets)
+            term_state["xite"] = prepare_xite(getattr(model, "module", model), tokenizer, train_data, train, targets,
+                                              recipe.losses.xite, recipe.model.max_length, pad_id)
+        if recipe.losses.adjustment.active:
+            term_state["adjustment"] = prepare_adjustment(getattr(model, "module", model), tokenizer,
+                                                          parallel_pairs(recipe, task, eval_sets),
+                                                          recipe.losses.adjustment, recipe.model.max_length)
         tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state))
     return tasks, pad_id
 
@@ -150,15 +167,23 @@ def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
     tasks, pad_id = build_tasks(recipe, session)
     seed_everything(recipe.train.seed)
     progress = {"epoch": 0, "round": 0}
+    sums: dict[str, float] = {}
+    once: dict[str, float] = {}  # reported with the first evaluation only
     with session.restore() as ckpt:
         if ckpt:
             progress = _load(tasks, ckpt)
+        elif recipe.losses.adjustment.regime == "before":
+            # Not on resume: the adjusted weights are in the checkpoint.
+            for t in tasks:
+                losses = adjust_before_fine_tuning(getattr(t.model, "module", t.model), t.term_state["adjustment"],
+                                                   recipe.losses.adjustment, session.device)
+                once[f"loss_{t.task}_adjustment_first"] = losses[0]
+                once[f"loss_{t.task}_adjustment_last"] = losses[-1]
     autocast = _autocast(recipe, session.device)
     cfg = recipe.train
     for t in tasks:
         t.model.train()
 
-    sums: dict[str, float] = {}
     n_sum = 0
     last: dict[str, Any] = {}
     setup_s = time.perf_counter() - start
@@ -198,11 +223,12 @@ def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
                 last = {
                     **summarize(accuracy),
                     **{k: v / per_task for k, v in sums.items()},
+                    **once,
                     "epoch": epoch + done / rounds,
                     "time_total_s": time.perf_counter() - start,
                     "setup_s": setup_s,
                 }
-                sums, n_sum = {}, 0
+                sums, n_sum, once = {}, 0, {}
                 if session.rank == 0:
                     with scratch_dir() as d:
                         _save(tasks, progress, d)
