@@ -97,8 +97,9 @@ def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
 
         # The load report lists the new classifier head and the layers past num_layers
         # (in the checkpoint, not in the config): expected here, and noise in every trial's log.
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 path, config=config, attn_implementation="eager"
@@ -107,6 +108,8 @@ def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
             raise _unavailable(cfg.name, err) from err
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
     if cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     return model
