@@ -39,7 +39,8 @@ def base_recipe(data_dir: str, seed: int) -> RecipeConfig:
         model=ModelConfig(freeze_word_embeddings=True, max_length=64),
         data=DataConfig(data_dir=data_dir, train_size=1000, eval_max_per_language=100, seed=seed,
                         eval_skip_first={"xnli": 1245, "pawsx": 1000}),
-        train=TrainConfig(lr=5e-5, batch_size=16, epochs=1, warmup_ratio=0.1, seed=seed),
+        # The quickstart sweep's best-learning setting: smaller learning rates leave XNLI at the majority class here.
+        train=TrainConfig(lr=1.5e-4, batch_size=8, epochs=1, warmup_ratio=0.1, seed=seed),
     )
 
 

@@ -16,8 +16,6 @@ so leaving it on in the baselines alone would flatter the methods.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -26,7 +24,7 @@ from xling_ray.data import get_benchmark, load_train_set
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import collate, encode
 from xling_ray.train.loop import model_config_for
-from xling_ray.train.step import training_step
+from _timing import median_step_seconds
 from xling_ray.config import RecipeConfig
 
 XLL_ALL = {"w_ce_perturbed": 1.0, "w_dispersion": 0.1, "w_attention": 0.1, "w_ot": 0.1, "ot_eps": 0.05}
@@ -44,21 +42,11 @@ CASES = {
 def time_case(model_cfg: ModelConfig, losses: LossConfig, data, tok, batch_size: int, steps: int) -> float:
     torch.manual_seed(0)
     recipe = RecipeConfig(model=model_cfg, losses=losses)
-    model = load_model(model_config_for(recipe), num_labels=get_benchmark("xnli").num_labels).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
+    model = load_model(model_config_for(recipe), num_labels=get_benchmark("xnli").num_labels)
     state = {"train_token_ids": sorted({i for s in data.input_ids for i in s}),
              "special_ids": sorted(tok.all_special_ids), "tokenizer": tok}
-    times = []
-    for r in range(steps + 1):  # step 0 warms up (and builds the neighbour table)
-        batch = collate(data, list(range(r * batch_size, (r + 1) * batch_size)), tok.pad_token_id)
-        t0 = time.perf_counter()
-        out = training_step(model, batch, losses, state=state)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        if r:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    batches = [collate(data, list(range(r * batch_size, (r + 1) * batch_size)), tok.pad_token_id) for r in range(steps + 1)]
+    return median_step_seconds(model, batches, losses, state)
 
 
 def main() -> None:

@@ -3,14 +3,13 @@
     python bench/step_and_eval.py --data-dir ../shared/data [--batch-size 16] [--max-length 128]
 
 Prints a table of median times over a few repeats, for the settings that matter
-most for speed: full fine-tuning, frozen word embeddings, and the quickstart's
-6-layer frozen model. Numbers depend on the machine; compare ratios.
+most for speed: full fine-tuning, frozen word embeddings, the quickstart's
+setting (frozen, length 64) and a 6-layer cut of it. Numbers depend on the machine; compare ratios.
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import torch
@@ -20,25 +19,15 @@ from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import collate, encode
 from xling_ray.train.evaluate import evaluate
-from xling_ray.train.step import training_step
+from _timing import median_step_seconds
 
 
 def time_step(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int, repeats: int) -> float:
     tok = load_tokenizer(model_cfg)
     data = encode(tok, load_train_set(data_cfg, "xnli"), model_cfg.max_length)
-    model = load_model(model_cfg, num_labels=get_benchmark("xnli").num_labels).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
-    times = []
-    for r in range(repeats + 1):  # the first step warms up allocators
-        batch = collate(data, list(range(r * batch_size, (r + 1) * batch_size)), tok.pad_token_id)
-        t0 = time.perf_counter()
-        out = training_step(model, batch, LossConfig())
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        if r:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    model = load_model(model_cfg, num_labels=get_benchmark("xnli").num_labels)
+    batches = [collate(data, list(range(r * batch_size, (r + 1) * batch_size)), tok.pad_token_id) for r in range(repeats + 1)]
+    return median_step_seconds(model, batches, LossConfig())
 
 
 def time_eval(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int) -> tuple[float, int]:
@@ -70,7 +59,8 @@ def main() -> None:
     settings = {
         "full fine-tuning": ModelConfig(max_length=args.max_length),
         "frozen word embeddings": ModelConfig(max_length=args.max_length, freeze_word_embeddings=True),
-        "quickstart (6 layers, frozen, len 64)": ModelConfig(num_layers=6, freeze_word_embeddings=True, max_length=64),
+        "quickstart (frozen, length 64)": ModelConfig(freeze_word_embeddings=True, max_length=64),
+        "6 layers, frozen, length 64": ModelConfig(num_layers=6, freeze_word_embeddings=True, max_length=64),
     }
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}")

@@ -11,7 +11,6 @@ adjustment against a plain step.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -22,7 +21,7 @@ from xling_ray.losses.adjustment import align_corpus
 from xling_ray.losses.xite import LanguageLDA, encode_texts, match_to_english
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import collate, encode
-from xling_ray.train.step import training_step
+from _timing import median_step_seconds
 from xling_ray.train.target_text import parallel_pairs, prepare_adjustment, prepare_xite, target_pairs
 
 
@@ -74,24 +73,14 @@ def main() -> None:
     state = {"train_token_ids": [], "special_ids": sorted(tok.all_special_ids), "tokenizer": tok,
              "xite": prepare_xite(model, tok, train_data, train, targets, recipe.losses.xite, 64, tok.pad_token_id),
              "adjustment": prepare_adjustment(model, tok, pairs[:200], recipe.losses.adjustment, 64)}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     variants = {"plain": recipe.losses.model_copy(update={"xite": recipe.losses.xite.model_copy(update={"ratio": 0.0}),
                                                           "adjustment": recipe.losses.adjustment.model_copy(update={"regime": "off"})}),
                 "XITE (ratio 0.5)": recipe.losses.model_copy(update={"adjustment": recipe.losses.adjustment.model_copy(update={"regime": "off"})}),
                 "continual adjustment (16 pairs)": recipe.losses.model_copy(update={"xite": recipe.losses.xite.model_copy(update={"ratio": 0.0})})}
     step_rows = []
+    batches = [collate(train, list(range(16 * r, 16 * (r + 1))), tok.pad_token_id) for r in range(args.steps + 1)]
     for name, losses in variants.items():
-        times = []
-        for r in range(args.steps + 1):
-            batch = collate(train, list(range(16 * r, 16 * (r + 1))), tok.pad_token_id)
-            t0 = time.perf_counter()
-            out = training_step(model, batch, losses, state=state)
-            opt.zero_grad()
-            out.loss.backward()
-            opt.step()
-            if r:
-                times.append(time.perf_counter() - t0)
-        step_rows.append((name, statistics.median(times)))
+        step_rows.append((name, median_step_seconds(model, batches, losses, state)))
     print(f"offline model, frozen word embeddings, length 64, torch threads {torch.get_num_threads()}")
     print("| preparation (once per task and trial) | seconds |\n|---|---|")
     for name, t in rows:

@@ -61,7 +61,8 @@ def run_sweep(
     storage = str(Path(storage).expanduser().resolve()) if "://" not in storage else storage
     name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
     run_dir = Path(storage) / name
-    if not ray.is_initialized():
+    started_here = not ray.is_initialized()
+    if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 0,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     recipe = _absolute_recipe(space)
@@ -97,5 +98,10 @@ def run_sweep(
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
             ),
         )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        if started_here:
+            # Now rather than at exit: the trial actors' shutdown chatter then comes before the leaderboard.
+            ray.shutdown()
     return run_dir
