@@ -126,3 +126,16 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
         assert board[key].notna().all()
     weights = [k for k in shipped.search if k.split(".")[-1].startswith(("w_", "ratio"))]
     assert weights and (board[weights] > 0).all().all()
+
+
+def test_asha_stops_on_the_one_based_epoch_clock(ray_local, tiny_recipe, tmp_path):
+    space = _space_file(tmp_path, tiny_recipe.with_updates({"train.epochs": 2, "data.tasks": ["pawsx"]}),
+                        {"train.lr": {"loguniform": [1e-4, 1e-3]}}, num_samples=3,
+                        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3})
+    doc = yaml.safe_load(space.read_text())
+    doc["recipe"]["train"]["epochs"] = 2  # _space_file sets 1; ASHA needs room to stop early
+    space.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "asha", "--quiet"]) == 0
+    board = pd.read_csv(tmp_path / "runs" / "asha" / "leaderboard.csv")
+    assert len(board) == 3 and (board["status"] == "TERMINATED").all()
+    assert set(board["epoch"]) <= {1.0, 2.0} and (board["epoch"] == 2.0).any()
