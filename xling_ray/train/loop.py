@@ -26,6 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from xling_ray.config import RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
+from xling_ray.losses.terms import unwrap
 from xling_ray.metrics import summarize
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import EncodedSet, collate, encode, epoch_batches
@@ -65,8 +66,7 @@ class TaskState:
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Only the parameters that train: frozen ones (e.g. word embeddings) are
     rebuilt identically from the model and seed, and would dominate the size."""
-    inner = getattr(model, "module", model)
-    return {n: p.detach().cpu() for n, p in inner.named_parameters() if p.requires_grad}
+    return {n: p.detach().cpu() for n, p in unwrap(model).named_parameters() if p.requires_grad}
 
 
 def _autocast(recipe: RecipeConfig, device: torch.device):
@@ -114,10 +114,10 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
         if recipe.losses.xite.active:
             # With the model as loaded: XITE encodes with the frozen pre-trained encoder.
             targets = target_pairs(recipe, task, eval_sets)
-            term_state["xite"] = prepare_xite(getattr(model, "module", model), tokenizer, train_data, train, targets,
+            term_state["xite"] = prepare_xite(unwrap(model), tokenizer, train_data, train, targets,
                                               recipe.losses.xite, recipe.model.max_length, pad_id)
         if recipe.losses.adjustment.active:
-            term_state["adjustment"] = prepare_adjustment(getattr(model, "module", model), tokenizer,
+            term_state["adjustment"] = prepare_adjustment(unwrap(model), tokenizer,
                                                           parallel_pairs(recipe, task, eval_sets),
                                                           recipe.losses.adjustment, recipe.model.max_length)
         tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state))
@@ -144,7 +144,7 @@ def _save(tasks: list[TaskState], progress: dict[str, Any], path: str) -> None:
 def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
     state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
     for t in tasks:
-        inner = getattr(t.model, "module", t.model)
+        inner = unwrap(t.model)
         missing = set(_trainable_state(inner)) - set(state[t.task]["model"])
         if missing:
             raise RuntimeError(f"checkpoint {path} lacks parameters of task '{t.task}': {sorted(missing)[:3]}...")
@@ -175,7 +175,7 @@ def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
         elif recipe.losses.adjustment.regime == "before":
             # Not on resume: the adjusted weights are in the checkpoint.
             for t in tasks:
-                losses = adjust_before_fine_tuning(getattr(t.model, "module", t.model), t.term_state["adjustment"],
+                losses = adjust_before_fine_tuning(unwrap(t.model), t.term_state["adjustment"],
                                                    recipe.losses.adjustment, session.device)
                 once[f"loss_{t.task}_adjustment_first"] = losses[0]
                 once[f"loss_{t.task}_adjustment_last"] = losses[-1]

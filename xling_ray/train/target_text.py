@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +40,12 @@ from xling_ray.losses.xite import LanguageLDA, encode_texts, match_to_english
 from xling_ray.train.batches import EncodedSet, collate, encode
 
 
+def _evaluated_texts(eval_sets: dict[str, dict[str, PairDataset]]) -> set[str]:
+    """Every evaluated text, normalised as the leakage guard compares them. Benchmark pools
+    drop entries found here first: PAWS-X reuses sentences across far-apart ids."""
+    return {normalize_text(t) for per_lang in eval_sets.values() for d in per_lang.values() for t in (*d.text_a, *d.text_b)}
+
+
 def target_pairs(recipe: RecipeConfig, task: str, eval_sets: dict[str, dict[str, PairDataset]]) -> dict[str, PairDataset]:
     """The first ``pool.take_first[task]`` pairs (id order) of the task's split in each target
     language, labels dropped by the caller. Pairs sharing a text with the evaluated part are
@@ -54,20 +59,21 @@ def target_pairs(recipe: RecipeConfig, task: str, eval_sets: dict[str, dict[str,
     source = open_source(recipe.data.data_dir)
     bench = get_benchmark(task)
     n = pool.take_first[task]
-    evaluated = {t.strip() for lang_sets in eval_sets.values() for d in lang_sets.values() for t in (*d.text_a, *d.text_b)}
+    evaluated = _evaluated_texts(eval_sets)
+    evaluated_ids = set(eval_sets[task]["en"].ids) if task in eval_sets and pool.split == recipe.data.split else set()
     out: dict[str, PairDataset] = {}
     for lang in recipe.data.languages:
         if lang == "en" or lang not in bench.languages:
             continue
         full = source.load_eval(task, lang, pool.split)
         part = full.select_ids(first_ids(full, n))
-        shared = set(part.ids) & set(eval_sets.get(task, {}).get("en", part).ids) if pool.split == recipe.data.split else set()
-        if shared and task in eval_sets:
+        shared = set(part.ids) & evaluated_ids
+        if shared:
             raise LeakageError(
                 f"losses.pool: the {task} pool (the first {n} examples of {pool.split}) shares {len(shared)} ids with the "
                 f"evaluation (e.g. id {sorted(shared)[0]} in '{lang}'); set data.eval_skip_first.{task}: {n}")
         part = part.select_ids([i for i, a, b in zip(part.ids, part.text_a, part.text_b)
-                                if a.strip() not in evaluated and b.strip() not in evaluated])
+                                if normalize_text(a) not in evaluated and normalize_text(b) not in evaluated])
         if pool.max_per_language is not None:
             part = part.subsample(pool.max_per_language, pool.seed)
         out[lang] = part
@@ -82,14 +88,13 @@ def target_pairs(recipe: RecipeConfig, task: str, eval_sets: dict[str, dict[str,
 @dataclass
 class XiteData:
     """Synthetic-example material of one task: target pairs, their matched English
-    training example and its label, the projector phi, and the mixing layer."""
+    training example and its label, and the projector phi."""
 
     target: EncodedSet           # target pairs, tokenised
     source: EncodedSet           # the English training set (tokenised)
     matched: torch.Tensor        # (n,) index of each target pair's matched English example
     labels: torch.Tensor         # (n,) its (voted) label
     projector: LanguageLDA | None
-    config: XiteConfig
     pad_id: int
 
     def __len__(self) -> int:
@@ -135,18 +140,17 @@ def prepare_xite(model, tokenizer, train_data: PairDataset, train: EncodedSet, t
     projector = None
     if cfg.lda:
         n_en = min(len(train_data), 2000)
-        states_tgt = tgt_last if cfg.layer == model.config.num_hidden_layers else enc(a, b, cfg.layer)
-        states_src = enc(list(train_data.text_a[:n_en]), list(train_data.text_b[:n_en]), cfg.layer)
+        if cfg.layer == model.config.num_hidden_layers:  # the last layer: already encoded
+            states_tgt, states_src = tgt_last, src_last[:n_en]
+        else:
+            states_tgt = enc(a, b, cfg.layer)
+            states_src = enc(list(train_data.text_a[:n_en]), list(train_data.text_b[:n_en]), cfg.layer)
         projector = LanguageLDA().fit(torch.cat([states_tgt, states_src]), langs + ["en"] * n_en,
                                       n_components=cfg.lda_components, shrinkage=cfg.lda_shrinkage)
     target = encode(tokenizer, PairDataset("xite", "mixed", "pool", tuple(str(i) for i in range(len(a))),
                                            tuple(a), tuple(b), tuple(0 for _ in a)), max_length)
     target = EncodedSet(target.task, target.language, tuple(target.input_ids[i] for i in keep), tuple(0 for _ in keep))
-    return XiteData(target, train, match.indices[keep], match.labels[keep], projector, cfg, pad_id)
-
-
-def synthetic_batch_size(batch_size: int, ratio: float) -> int:
-    return max(1, math.ceil(ratio * batch_size))
+    return XiteData(target, train, match.indices[keep], match.labels[keep], projector, pad_id)
 
 
 # ---------------------------------------------------------------- cross-lingual adjustment
@@ -161,9 +165,8 @@ def parallel_pairs(recipe: RecipeConfig, task: str, eval_sets: dict[str, dict[st
             raise DataError(f"losses.pool.take_first has no entry for task '{task}'")
         pools = benchmark_pools(open_source(recipe.data.data_dir), task, langs, pool.split,
                                 take_first=pool.take_first[task], seed=pool.seed)
-        # PAWS-X reuses sentences across far-apart ids: drop pairs whose text is evaluated.
-        seen = {normalize_text(t) for d in eval_sets.get(task, {}).values() for t in (*d.text_a, *d.text_b)}
-        pools = {l: _without(p, seen).subsample(pool.max_per_language, pool.seed) for l, p in pools.items()}
+        evaluated = _evaluated_texts(eval_sets)
+        pools = {l: _without(p, evaluated).subsample(pool.max_per_language, pool.seed) for l, p in pools.items()}
     else:
         missing = [l for l in langs if l not in pool.files]
         if missing:

@@ -6,14 +6,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-
+from xling_ray.config import RecipeConfig
+from xling_ray.models import resolve_model_path
 from xling_ray.tune.space import SearchSpace
 from xling_ray.tune.trainable import run_trial, trial_resources
 
 DEFAULT_STORAGE = "./xling_runs"
 
 
-def _absolute_recipe(space: SearchSpace) -> dict[str, Any]:
+def _absolute_recipe(space: SearchSpace) -> RecipeConfig:
     """Trials run in other folders and processes: bake in absolute paths and the
     environment's choices, so the recipe alone says what a trial does."""
     data = space.recipe.data
@@ -30,15 +31,7 @@ def _absolute_recipe(space: SearchSpace) -> dict[str, Any]:
         import ray
 
         updates["scaling.use_gpu"] = ray.cluster_resources().get("GPU", 0) > 0
-    return space.recipe.with_updates(updates).model_dump()
-
-
-def _prepare_model_once(recipe: dict[str, Any]) -> None:
-    """Convert the offline model before trials start, not in each of them at once."""
-    from xling_ray.config import ModelConfig
-    from xling_ray.models import resolve_model_path
-
-    resolve_model_path(ModelConfig.model_validate(recipe["model"]))
+    return space.recipe.with_updates(updates)
 
 
 def run_sweep(
@@ -66,12 +59,10 @@ def run_sweep(
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 0,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     recipe = _absolute_recipe(space)
-    _prepare_model_once(recipe)
+    resolve_model_path(recipe.model)  # convert the offline model once, not in every trial at once
 
-    trainable = tune.with_parameters(run_trial, recipe=recipe)
-    from xling_ray.config import RecipeConfig
-
-    trainable = tune.with_resources(trainable, trial_resources(RecipeConfig.model_validate(recipe)))
+    trainable = tune.with_parameters(run_trial, recipe=recipe.model_dump())
+    trainable = tune.with_resources(trainable, trial_resources(recipe))
     if tune.Tuner.can_restore(str(run_dir)):
         tuner = tune.Tuner.restore(str(run_dir), trainable, resume_errored=False, restart_errored=False)
     else:
