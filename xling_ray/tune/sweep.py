@@ -56,7 +56,9 @@ def run_sweep(
     run_dir = Path(storage) / name
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 0,
+        # No address and no RAY_ADDRESS: a private local Ray, never a stray `ray start` head on this machine.
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 log_to_driver=verbose > 0,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     recipe = _absolute_recipe(space)
     resolve_model_path(recipe.model)  # convert the offline model once, not in every trial at once
