@@ -31,7 +31,7 @@ def _space_file(tmp_path, tiny_recipe, search, **sweep) -> Path:
     doc = {
         "recipe": tiny_recipe.with_updates({"train.epochs": 1}).model_dump(),
         "search": search,
-        "sweep": {"num_samples": 2, "seed": 0, **sweep},
+        "sweep": {"num_samples": 2, "seed": 0, "seeds": 1, **sweep},
     }
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -84,7 +84,7 @@ def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny
     assert "pawsx_ko" in printed and "xnli_sw" in printed and "gap_pawsx" in printed
     # The leaderboard is rebuilt from the run folder alone.
     again = build_leaderboard(run)
-    assert list(again["trial_id"]) == list(board["trial_id"])
+    assert list(again.configs["config_id"]) == list(board["config_id"])
 
 
 def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_path):
@@ -112,7 +112,7 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
     doc = {
         "recipe": shipped.recipe.with_updates(small).model_dump(),
         "search": {k: v.model_dump(by_alias=True, exclude_none=True) for k, v in shipped.search.items()},
-        "sweep": {"num_samples": 2, "seed": 1},
+        "sweep": {"num_samples": 2, "seed": 1, "seeds": 1},
     }
     if "losses.xite.layer" in doc["search"]:
         doc["search"]["losses.xite.layer"] = {"choice": [0, 1, 2]}  # the tiny model has 2 layers

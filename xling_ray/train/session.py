@@ -102,13 +102,15 @@ class TuneSession:
 class TrainSession:
     """One worker of a Ray Train ``TorchTrainer`` (the process group is already set up)."""
 
-    def __init__(self):
+    def __init__(self, num_threads: int | None = None):
         import ray.train
         import ray.train.torch
 
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
+        if num_threads and self.device.type == "cpu":
+            torch.set_num_threads(num_threads)  # as a one-worker Tune trial does: same threads, same sums
 
     def prepare_model(self, model):
         import ray.train.torch

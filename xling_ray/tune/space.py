@@ -97,15 +97,68 @@ class SchedulerConfig(_Strict):
     reduction_factor: float = Field(2, gt=1)
 
 
+class Constraint(_Strict):
+    """A floor on a metric, e.g. English accuracy: ``metric >= baseline - delta``.
+
+    A low gap bought by hurting English is not a win: with ``baseline`` the
+    English accuracy of plain fine-tuning (a previous sweep's leaderboard),
+    configurations below ``baseline - delta`` are infeasible. Optuna's sampler
+    learns the constraint (``Trial.set_constraint``) and the leaderboard ranks
+    infeasible configurations after the feasible ones."""
+
+    metric: str = "acc_en"
+    baseline: float = Field(description="the metric's reference value, e.g. acc_en of plain fine-tuning (percent)")
+    delta: float = Field(1.0, ge=0, description="allowed drop below the baseline")
+
+    @property
+    def floor(self) -> float:
+        return self.baseline - self.delta
+
+
 class SweepConfig(_Strict):
-    num_samples: int = Field(4, ge=1)
-    metric: str = "gap"
-    mode: Literal["min", "max"] = "min"
-    seed: int = Field(0, description="seeds Optuna's TPE sampler")
-    n_startup_trials: int = Field(10, ge=0, description="TPE's random trials before it models the space")
+    """How the sweep searches. ``metric``/``mode`` take one name (single objective) or a
+    list (multi-objective: Optuna keeps a Pareto front, e.g. ``[gap, acc_target]`` with
+    ``[min, max]``)."""
+
+    num_samples: int = Field(4, ge=1, description="configurations to try (each runs `seeds` trials)")
+    seeds: int = Field(
+        3, ge=1,
+        description="trials per configuration, with train.seed, train.seed+1, ...; ranked on their mean")
+    metric: str | tuple[str, ...] = "gap"
+    mode: Literal["min", "max"] | tuple[Literal["min", "max"], ...] = "min"
+    constraint: Constraint | None = None
+    sampler: Literal["tpe", "nsga2", "random"] = Field("tpe", description="Optuna sampler (all handle several objectives)")
+    seed: int = Field(0, description="seeds Optuna's sampler")
+    n_startup_trials: int = Field(10, ge=0, description="TPE's random configurations before it models the space")
+    points_to_evaluate: tuple[dict[str, Any], ...] = Field(
+        (), description="configurations to try first (searched keys -> values), e.g. a known good one")
     max_concurrent_trials: int | None = Field(None, ge=1, description="default: as many as the resources allow")
     scheduler: SchedulerConfig = SchedulerConfig()
-    max_failures: int = Field(0, ge=0, description="retries of a failed trial")
+    max_failures: int = Field(0, ge=0, description="retries of a failed trial (e.g. a lost node); NaN losses fail at once")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SweepConfig":
+        metrics, modes = self.metrics, self.modes
+        if len(metrics) != len(modes):
+            raise ValueError(f"sweep.metric has {len(metrics)} name(s) but sweep.mode has {len(modes)}")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"sweep.metric names a metric twice: {list(metrics)}")
+        if self.seeds > 1 and self.scheduler.type == "asha":
+            raise ValueError("sweep.scheduler asha with sweep.seeds > 1: ASHA stops each seed on its own, so a "
+                             "configuration's mean would mix epochs; use scheduler fifo, or seeds: 1")
+        return self
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,) if isinstance(self.metric, str) else tuple(self.metric)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return (self.mode,) * len(self.metrics) if isinstance(self.mode, str) else tuple(self.mode)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metrics) > 1
 
 
 class SearchSpace(_Strict):
@@ -115,6 +168,14 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _fields_exist(self) -> "SearchSpace":
+        for i, point in enumerate(self.sweep.points_to_evaluate):
+            unknown = sorted(set(point) - set(self.search))
+            if unknown:
+                raise ValueError(f"sweep.points_to_evaluate[{i}]: {unknown} not searched; searched: {sorted(self.search)}")
+            try:
+                self.recipe.with_updates(point)
+            except ConfigError as err:
+                raise ValueError(f"sweep.points_to_evaluate[{i}] is not a valid recipe setting: {err}") from None
         for key, dist in self.search.items():
             for value in dist.extremes():
                 try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,11 @@ from typing import Any
 from xling_ray.config import RecipeConfig
 from xling_ray.models import resolve_model_path
 from xling_ray.tune.space import SearchSpace
+from xling_ray.tune.progress import SweepProgress
+from xling_ray.tune.search import make_search_alg
+from xling_ray.tune.storage import (
+    check_cluster_storage, check_shared_storage, open_run_dir, read_text, resolve_storage, run_dir_of, write_text,
+)
 from xling_ray.tune.trainable import run_trial, trial_resources
 
 DEFAULT_STORAGE = "./xling_runs"
@@ -34,67 +40,130 @@ def _absolute_recipe(space: SearchSpace) -> RecipeConfig:
     return space.recipe.with_updates(updates)
 
 
+SPACE_FILE = "search_space.yaml"
+
+
+class SweepExistsError(FileExistsError):
+    pass
+
+
+def save_space(space: SearchSpace, run_dir: str) -> None:
+    """Write the sweep's search space (recipe with absolute paths) into its run folder:
+    ``--resume``, ``final``, ``export`` and the leaderboard read it from there."""
+    import yaml
+    from pyarrow import fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(resolve_storage(run_dir))
+    filesystem.create_dir(path, recursive=True)
+    write_text(run_dir, SPACE_FILE, yaml.safe_dump(space.model_dump(mode="json", by_alias=True, exclude_none=True),
+                                                   sort_keys=False))
+
+
+def load_run_space(run_dir: str | Path) -> SearchSpace:
+    """The search space a sweep saved in its run folder."""
+    import yaml
+
+    from xling_ray.config import ConfigError
+
+    try:
+        raw = yaml.safe_load(read_text(run_dir, SPACE_FILE))
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: no {SPACE_FILE}; is this a folder written by `xling-ray sweep`?") from None
+    return SearchSpace.model_validate(raw)
+
+
 def run_sweep(
     space: SearchSpace,
     storage: str = DEFAULT_STORAGE,
     name: str | None = None,
     address: str | None = None,
     verbose: int = 1,
+    resume: bool = False,
+    retry_failed: bool = False,
+    shared_storage: bool = False,
 ) -> Path:
-    """Run (or, when ``storage/name`` holds an interrupted sweep, resume) a sweep.
+    """Run a sweep, or with ``resume`` continue the interrupted one at ``storage/name``.
 
+    Resuming keeps every finished trial and the Optuna study (Tune saves the
+    searcher with its experiment state), continues unfinished trials from their
+    last checkpoint, and leaves failed ones failed unless ``retry_failed``.
+    ``shared_storage``: a local-looking ``storage`` is an NFS mount on every node
+    (:mod:`xling_ray.tune.storage` refuses an undeclared one on a multi-node cluster).
     Returns the run folder; :func:`xling_ray.leaderboard.build_leaderboard` ranks it.
     """
-    import optuna
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    storage = str(Path(storage).expanduser().resolve()) if "://" not in storage else storage
+    storage = resolve_storage(storage)
     name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
-    run_dir = Path(storage) / name
+    run_dir = run_dir_of(storage, name)
+    check_shared_storage(storage, address, shared_storage)
+    restorable = tune.Tuner.can_restore(run_dir)
+    if resume and not restorable:
+        raise FileNotFoundError(f"{run_dir}: nothing to resume (no Tune experiment state)")
+    if not resume and restorable:
+        raise SweepExistsError(f"{run_dir} already holds a sweep; continue it with `xling-ray sweep --resume {run_dir}` "
+                               "or pick another --name")
     started_here = not ray.is_initialized()
     if started_here:
         # No address and no RAY_ADDRESS: a private local Ray, never a stray `ray start` head on this machine.
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                  log_to_driver=verbose > 0,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    recipe = _absolute_recipe(space)
-    resolve_model_path(recipe.model)  # convert the offline model once, not in every trial at once
-
-    trainable = tune.with_parameters(run_trial, recipe=recipe.model_dump())
-    trainable = tune.with_resources(trainable, trial_resources(recipe))
-    if tune.Tuner.can_restore(str(run_dir)):
-        tuner = tune.Tuner.restore(str(run_dir), trainable, resume_errored=False, restart_errored=False)
-    else:
-        s = space.sweep
-        searcher = OptunaSearch(
-            metric=s.metric, mode=s.mode,
-            sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials),
-        )
-        if s.scheduler.type == "asha":
-            scheduler = ASHAScheduler(time_attr="epoch", max_t=space.recipe.train.epochs,
-                                      grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor)
-        else:
-            scheduler = FIFOScheduler()
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space.param_space(),
-            tune_config=tune.TuneConfig(
-                metric=s.metric, mode=s.mode, search_alg=searcher, scheduler=scheduler,
-                num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent_trials,
-            ),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=verbose,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=s.max_failures),
-            ),
-        )
     try:
+        check_cluster_storage(storage, shared_storage)
+        if not resume:
+            space = space.model_copy(update={"recipe": _absolute_recipe(space)})
+            save_space(space, run_dir)
+        recipe = space.recipe
+        resolve_model_path(recipe.model)  # convert the offline model once, not in every trial at once
+
+        trainable = tune.with_parameters(run_trial, recipe=recipe.model_dump())
+        trainable = tune.with_resources(trainable, trial_resources(recipe))
+        if resume:
+            tuner = tune.Tuner.restore(run_dir, trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=retry_failed)
+        else:
+            s = space.sweep
+            if s.scheduler.type == "asha":
+                # On the first objective; ASHA is single-metric.
+                scheduler = ASHAScheduler(metric=s.metrics[0], mode=s.modes[0], time_attr="epoch",
+                                          max_t=recipe.train.epochs, grace_period=s.scheduler.grace_period,
+                                          reduction_factor=s.scheduler.reduction_factor)
+            else:
+                scheduler = FIFOScheduler()
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space.param_space(),
+                tune_config=tune.TuneConfig(
+                    search_alg=make_search_alg(s), scheduler=scheduler,
+                    num_samples=s.num_samples * s.seeds, max_concurrent_trials=s.max_concurrent_trials,
+                ),
+                run_config=tune.RunConfig(
+                    # On a terminal a live status line (xling_ray.tune.progress) replaces Tune's tables.
+                    name=name, storage_path=storage, verbose=0 if verbose and sys.stdout.isatty() else verbose,
+                    callbacks=[SweepProgress(s.metrics[0], s.modes[0], live=None if verbose else False)],
+                    # One checkpoint per trial on disk; Tune also snapshots the experiment
+                    # state whenever a trial checkpoints, so a killed driver resumes exactly.
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                ),
+            )
         tuner.fit()
     finally:
         if started_here:
             # Now rather than at exit: the trial actors' shutdown chatter then comes before the leaderboard.
             ray.shutdown()
-    return run_dir
+    return Path(run_dir) if "://" not in run_dir else run_dir
+
+
+def disk_usage(run_dir: str | Path) -> tuple[int, int]:
+    """Bytes under ``run_dir`` (any storage pyarrow reads) and the number of checkpoint folders."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = open_run_dir(run_dir)
+    infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+    size = sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+    checkpoints = sum(1 for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    return size, checkpoints

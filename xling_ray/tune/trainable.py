@@ -15,7 +15,9 @@ from typing import Any
 from ray import tune
 
 from xling_ray.config import RecipeConfig
-from xling_ray.train import TuneSession, run_recipe, train_loop_per_worker
+from xling_ray.train import TuneSession, run_recipe
+from xling_ray.train.ray_train import make_trainer
+from xling_ray.tune.search import seed_index
 
 
 def uses_ray_train(recipe: RecipeConfig) -> bool:
@@ -30,40 +32,28 @@ def trial_resources(recipe: RecipeConfig) -> dict[str, float]:
     return {"cpu": recipe.scaling.cpus_per_worker}
 
 
+def trial_recipe(recipe: RecipeConfig, config: dict[str, Any]) -> RecipeConfig:
+    """The recipe a trial trains: the sampled settings applied, and the seed moved on by
+    the trial's index among the configuration's seeds (``train.seed + index``)."""
+    settings, index = seed_index(config)
+    r = recipe.with_updates(settings)
+    return r.with_updates({"train.seed": r.train.seed + index}) if index else r
+
+
 def run_trial(config: dict[str, Any], recipe: dict[str, Any]) -> None:
     """Tune function trainable: ``config`` holds the sampled dotted settings."""
-    r = RecipeConfig.model_validate(recipe).with_updates(config)
+    r = trial_recipe(RecipeConfig.model_validate(recipe), config)
     if not uses_ray_train(r):
         run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker))))
         return
-    _fit_with_ray_train(r)
-
-
-def _fit_with_ray_train(r: RecipeConfig) -> None:
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     ctx = tune.get_context()
-    use_gpu = bool(r.scaling.use_gpu)
-    per_worker = {"CPU": r.scaling.cpus_per_worker}
-    if use_gpu:
-        per_worker["GPU"] = r.scaling.gpus_per_worker
     storage = ctx.get_storage()
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"recipe": r.model_dump()},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=r.scaling.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker
-        ),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=ray.train.RunConfig(
-            name=ctx.get_trial_id(),
-            # Train runs live beside the trials, on the sweep's own storage.
-            storage_path=os.path.join(storage.experiment_fs_path, "train"),
-            storage_filesystem=storage.storage_filesystem,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],
-        ),
-    )
-    trainer.fit()
+    make_trainer(
+        r, name=ctx.get_trial_id(),
+        # Train runs live beside the trials, on the sweep's own storage.
+        storage_path=os.path.join(storage.experiment_fs_path, "train"),
+        storage_filesystem=storage.storage_filesystem,
+        callbacks=[TuneReportCallback()],
+    ).fit()

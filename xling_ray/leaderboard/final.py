@@ -1,0 +1,110 @@
+"""Search on validation, rank on test: retrain the top configurations and evaluate
+them on another split.
+
+``xling-ray final RUN_DIR --top K --split test`` takes the K best finished (and
+feasible) configurations of the sweep's leaderboard, retrains each with the
+seeds it was searched with, evaluates on ``split`` (the hub's test split or
+``{task}/test-{lang}.tsv`` in the data folder), and writes
+``final_<split>_leaderboard.{csv,md}`` beside the sweep's leaderboard. The
+retraining is a Tune run of its own (``RUN_DIR/final-<split>/``): the jobs run
+in parallel as the cluster allows, and running ``final`` again resumes it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xling_ray.config import ConfigError, RecipeConfig
+from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, group_configs, load_trials
+
+
+def final_jobs(run_dir: str | Path, top: int, split: str) -> dict[str, dict[str, Any]]:
+    """``job id -> {config_id, seed, settings, recipe}`` for the top ``top`` configurations."""
+    from xling_ray.tune.sweep import load_run_space
+
+    space = load_run_space(run_dir)
+    board = build_leaderboard(run_dir, space)
+    configs = board.configs
+    ok = configs["status"] == "TERMINATED"
+    if "feasible" in configs:
+        ok &= configs["feasible"].astype(bool)
+    chosen = configs[ok].head(top)
+    if chosen.empty:
+        raise ConfigError(f"{run_dir}: no finished{' feasible' if 'feasible' in configs else ''} configuration to retrain")
+    jobs = {}
+    for _, row in chosen.iterrows():
+        settings = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in space.search}
+        base = space.recipe.with_updates(settings)
+        # Evaluation ids left out only to keep a pool of the same split apart.
+        skip = base.data.eval_skip_first if base.losses.pool.split == split else {}
+        for _, trial in board.trials[board.trials["config_id"] == row["config_id"]].iterrows():
+            seed = int(trial["seed"])
+            recipe = base.with_updates({"train.seed": seed, "data.split": split, "data.eval_skip_first": skip})
+            jobs[f"{row['config_id']}-seed{seed}"] = {"config_id": row["config_id"], "seed": seed,
+                                                     "settings": settings, "recipe": recipe.model_dump()}
+    return jobs
+
+
+def run_job(config: dict[str, Any], recipes: dict[str, dict[str, Any]]) -> None:
+    """Tune trainable of a final run: ``config = {"job": id}``, the recipe fixed per job."""
+    from xling_ray.tune.trainable import run_trial
+
+    run_trial({}, recipes[config["job"]])
+
+
+def run_final(run_dir: str | Path, top: int = 3, split: str = "test", address: str | None = None,
+              verbose: int = 0) -> Leaderboard:
+    """Retrain the top configurations on ``split`` and rank them; see the module docstring."""
+    import os
+
+    import ray
+    from ray import tune
+
+    from xling_ray.tune.storage import read_text, resolve_storage, write_text
+    from xling_ray.tune.sweep import load_run_space
+    from xling_ray.tune.trainable import trial_resources
+
+    space = load_run_space(run_dir)
+    name = f"final-{split}"
+    storage = resolve_storage(str(run_dir))
+    path = f"{storage}/{name}"
+    jobs_file = f"{name}-jobs.json"
+    if tune.Tuner.can_restore(path):  # an interrupted final run: the same jobs, whatever the leaderboard says now
+        jobs = json.loads(read_text(run_dir, jobs_file))
+    else:
+        jobs = final_jobs(run_dir, top, split)
+        write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 log_to_driver=verbose > 0, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        recipes = {k: v["recipe"] for k, v in jobs.items()}
+        trainable = tune.with_resources(tune.with_parameters(run_job, recipes=recipes),
+                                        trial_resources(RecipeConfig.model_validate(next(iter(recipes.values())))))
+        if tune.Tuner.can_restore(path):
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"job": tune.grid_search(list(jobs))},
+                tune_config=tune.TuneConfig(num_samples=1),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=storage, verbose=verbose,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    failure_config=tune.FailureConfig(max_failures=space.sweep.max_failures),
+                ),
+            )
+        tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+
+    def describe(config):
+        job = jobs[config["job"]]
+        return job["config_id"], job["seed"], job["settings"]
+
+    trials = load_trials(f"{storage}/{name}", space, describe=describe)
+    s = space.sweep
+    return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint), trials, s.metrics, s.modes, s.constraint)

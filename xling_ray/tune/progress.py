@@ -1,0 +1,160 @@
+"""Live progress of a sweep in the terminal: a Ray Tune callback.
+
+On a terminal, one status line is redrawn in place (at most once a second):
+
+    sweep 3/9 done | 2 running | 1 failed | best gap 4.21 (trial 1a2b_00002) | 12:03 elapsed | ETA 24:10
+
+Not on a terminal (CI, a log file), nothing is printed while the sweep runs and one
+final line when it ends, so logs stay readable. The counts come from the trials' own
+statuses (so a resumed sweep starts from what it already has); the estimate is
+
+    ETA = (sum over running trials of max(0, T - age) + T * trials not started) / max(1, running)
+
+with ``T`` the mean duration (``time_total_s``) of the trials finished so far, ``age`` the
+time a running trial has run, and trials not started = ``num_samples`` minus the trials
+created so far (unknown, so no ETA, before any trial finishes).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+_DONE, _FAILED, _RUNNING = "TERMINATED", "ERROR", "RUNNING"
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` -> ``1:15``, ``3725`` -> ``1:02:05``."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class SweepProgress(Callback):
+    """Running / done / failed counts, the best ``metric`` so far, elapsed time and an
+    estimate of the time left (see the module docstring).
+
+    - ``metric``, ``mode``: the value to track (``min`` or ``max``);
+    - ``live``: redraw a status line; ``None`` (default): when stdout is a terminal,
+      decided when the sweep starts;
+    - ``stream``, ``clock``: where to write and how to tell time (tests pass their own).
+    """
+
+    def __init__(self, metric: str = "gap", mode: str = "min", live: bool | None = None,
+                 stream: TextIO | None = None, interval_s: float = 1.0, clock=time.monotonic):
+        if mode not in ("min", "max"):
+            raise ValueError(f"SweepProgress: mode must be 'min' or 'max', got {mode!r}")
+        self.metric, self.mode, self.interval_s, self.clock = metric, mode, interval_s, clock
+        self._live, self._stream = live, stream
+        self.total: int | None = None
+        self.best: tuple[float, str] | None = None
+        self._start = self._last_draw = None
+        self._started_at: dict[str, float] = {}
+        self._drawn = False
+
+    # A Tuner pickles its callbacks with the experiment (to resume): never the stream.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_stream"] = None
+        return state
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout
+
+    @property
+    def live(self) -> bool:
+        if self._live is None:
+            isatty = getattr(self.stream, "isatty", None)
+            return bool(isatty and isatty())
+        return self._live
+
+    # ---------------------------------------------------------------- Tune's hooks
+
+    def setup(self, stop=None, num_samples: int | None = None, total_num_samples: int | None = None, **info):
+        total = total_num_samples or num_samples
+        self.total = total if total and total > 0 else None
+        self._start = self.clock()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info):
+        self._started_at[trial.trial_id] = self.clock()
+        self._maybe_draw(trials)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info):
+        self._update_best(trial.trial_id, result)
+        self._maybe_draw(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info):
+        self._update_best(trial.trial_id, trial.last_result or {})
+        self._maybe_draw(trials, force=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info):
+        self._maybe_draw(trials, force=True)
+
+    def on_step_end(self, iteration: int, trials: list, **info):
+        self._maybe_draw(trials)
+
+    def on_experiment_end(self, trials: list, **info):
+        for t in trials:  # a resumed sweep's earlier trials report nothing again
+            self._update_best(t.trial_id, t.last_result or {})
+        line = self.status_line(trials)
+        if self.live and self._drawn:
+            self.stream.write(f"\r{line}\x1b[K\n")
+        else:
+            self.stream.write(f"{line}\n")
+        self.stream.flush()
+
+    # ---------------------------------------------------------------- the line
+
+    def _update_best(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            return
+        better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+        if better:
+            self.best = (float(value), trial_id)
+
+    def _maybe_draw(self, trials: list, force: bool = False) -> None:
+        if not self.live:
+            return
+        now = self.clock()
+        if not force and self._last_draw is not None and now - self._last_draw < self.interval_s:
+            return
+        self._last_draw = now
+        self.stream.write(f"\r{self.status_line(trials)}\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def status_line(self, trials: list) -> str:
+        now = self.clock()
+        start = self._start if self._start is not None else now
+        statuses = [t.status for t in trials]
+        done, failed, running = statuses.count(_DONE), statuses.count(_FAILED), statuses.count(_RUNNING)
+        of = f"/{self.total}" if self.total else ""
+        parts = [f"sweep {done}{of} done", f"{running} running", f"{failed} failed"]
+        if self.best is not None:
+            parts.append(f"best {self.metric} {self.best[0]:.2f} (trial {self.best[1]})")
+        else:
+            parts.append(f"best {self.metric} -")
+        parts.append(f"{format_duration(now - start)} elapsed")
+        eta = self.eta(trials, now)
+        parts.append("ETA " + (format_duration(eta) if eta is not None else "?"))
+        return " | ".join(parts)
+
+    def eta(self, trials: list, now: float | None = None) -> float | None:
+        """Seconds left (module docstring); ``None`` before a trial has finished or
+        when the number of trials is unknown."""
+        now = self.clock() if now is None else now
+        durations = [float((t.last_result or {}).get("time_total_s", math.nan)) for t in trials if t.status == _DONE]
+        durations = [d for d in durations if not math.isnan(d)]
+        if not durations or self.total is None:
+            return None
+        mean = sum(durations) / len(durations)
+        running = [t for t in trials if t.status == _RUNNING]
+        not_started = max(0, self.total - len(trials)) + sum(1 for t in trials if t.status in ("PENDING", "PAUSED"))
+        left = sum(max(0.0, mean - (now - self._started_at.get(t.trial_id, now))) for t in running)
+        return (left + mean * not_started) / max(1, len(running))
