@@ -148,6 +148,14 @@ def test_same_seed_same_result_and_resume_reproduces_an_uninterrupted_run(tiny_r
         assert {k: v for k, v in strip(got).items() if k.startswith(("acc_", "gap"))} == \
                {k: v for k, v in strip(want).items() if k.startswith(("acc_", "gap"))}
 
+    # The run's final checkpoint keeps no optimizer or weights, only its progress; restored
+    # from it (a driver killed after the last report), the run reports its last metrics again.
+    final = tmp_path / "latest"
+    assert (final / "progress.json").is_file() and not (final / "state.pt").exists()
+    after_the_end = LocalSession(checkpoint_root=str(tmp_path))
+    last = run_recipe(recipe, after_the_end)
+    assert after_the_end.reports == [last] and strip(last) == strip(reference.reports[-1])
+
 
 def test_a_nan_loss_fails_the_run(tiny_recipe, monkeypatch):
     nan = _Term("nan", 1.0, lambda ctx: torch.tensor(float("nan")))

@@ -128,7 +128,13 @@ def _steps_per_epoch(n: int, recipe: RecipeConfig, session: Session) -> int:
     return math.ceil((n // session.world_size) / recipe.train.batch_size)
 
 
-def _save(tasks: list[TaskState], progress: dict[str, Any], path: str) -> None:
+def _save(tasks: list[TaskState], progress: dict[str, Any], path: str, resumable: bool = True) -> None:
+    """``progress.json`` and, when ``resumable``, ``state.pt``: trainable parameters,
+    optimizer, scheduler, term states and RNG states."""
+    with open(os.path.join(path, "progress.json"), "w") as f:
+        json.dump(progress, f)
+    if not resumable:
+        return
     state = {
         t.task: {"model": _trainable_state(t.model), "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
                  # Terms' running statistics (e.g. the English centroid); tables rebuilt on demand are not saved.
@@ -137,8 +143,6 @@ def _save(tasks: list[TaskState], progress: dict[str, Any], path: str) -> None:
     }
     state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     torch.save(state, os.path.join(path, "state.pt"))
-    with open(os.path.join(path, "progress.json"), "w") as f:
-        json.dump(progress, f)
 
 
 def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
@@ -156,6 +160,10 @@ def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
+    return _read_progress(path)
+
+
+def _read_progress(path: str) -> dict[str, Any]:
     with open(os.path.join(path, "progress.json")) as f:
         return json.load(f)
 
@@ -176,8 +184,17 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
     With ``export_models``, the last checkpoint also holds ``models/<task>/``, a
     Hugging Face folder per task (see :func:`save_models`). A run restored from
     its final checkpoint (a driver killed after the last report) reports its
-    last metrics again instead of training further."""
+    last metrics again instead of training further.
+
+    The final checkpoint holds only ``progress.json`` (and the exported models):
+    nothing is left to resume, and a finished trial should not keep its
+    optimizer state on disk."""
     start = time.perf_counter()
+    with session.restore() as ckpt:
+        saved = _read_progress(ckpt) if ckpt else None
+    if saved and saved["epoch"] >= recipe.train.epochs and saved.get("last"):
+        session.report(saved["last"], None)
+        return saved["last"]
     seed_everything(recipe.train.seed)
     tasks, pad_id = build_tasks(recipe, session)
     seed_everything(recipe.train.seed)
@@ -187,9 +204,6 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
     with session.restore() as ckpt:
         if ckpt:
             progress = _load(tasks, ckpt)
-            if progress["epoch"] >= recipe.train.epochs and progress.get("last"):
-                session.report(progress["last"], None)
-                return progress["last"]
         elif recipe.losses.adjustment.regime == "before":
             # Not on resume: the adjusted weights are in the checkpoint.
             for t in tasks:
@@ -250,8 +264,9 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                 progress["last"] = last
                 if session.rank == 0:
                     with scratch_dir() as d:
-                        _save(tasks, progress, d)
-                        if export_models and progress["epoch"] >= cfg.epochs:
+                        finished = progress["epoch"] >= cfg.epochs
+                        _save(tasks, progress, d, resumable=not finished)
+                        if export_models and finished:
                             save_models(tasks, recipe, os.path.join(d, "models"))
                         session.report(last, d)
                 else:

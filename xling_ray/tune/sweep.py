@@ -105,6 +105,9 @@ def run_sweep(
     if not resume and restorable:
         raise SweepExistsError(f"{run_dir} already holds a sweep; continue it with `xling-ray sweep --resume {run_dir}` "
                                "or pick another --name")
+    # Snapshotting the experiment state at every trial checkpoint is what makes resume exact
+    # (num_to_keep=1); Tune would warn about it every few seconds.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started_here = not ray.is_initialized()
     if started_here:
         # No address and no RAY_ADDRESS: a private local Ray, never a stray `ray start` head on this machine.
