@@ -6,7 +6,7 @@
     xling-ray final RUN_DIR [--top K] [--split test]
     xling-ray export RUN_DIR [--rank 1] [-o best.yaml]
     xling-ray train best.yaml [--output DIR] [--workers N] [--gpus-per-worker G] [--epochs E] [--split test]
-    xling-ray submit --address http://HEAD:8265 [--runtime-env FILE] [--working-dir DIR] [--no-wait] -- sweep SPACE.yaml ...
+    xling-ray submit --address http://HEAD:8265 [--runtime-env FILE] [--working-dir DIR] [--no-wait] -- sweep ...
     xling-ray report RUN_DIR [-o report.html]
     xling-ray diagnose MODEL_OR_RUN [--data-dir D] [--languages ...] [-o DIR]
 """
@@ -87,14 +87,16 @@ def _scaling_overrides(args: argparse.Namespace) -> dict:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from xling_ray.submit import check_job_command, load_runtime_env, submit
+    from xling_ray.submit import check_job_command, dashboard_address, load_runtime_env, submit
 
+    address = dashboard_address(args.address)  # --address, else $RAY_API_SERVER_ADDRESS
     command = args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command
     if not command:
-        raise ConfigError("submit: give the command after --, e.g. -- sweep search_spaces/quickstart.yaml --storage s3://B/runs")
-    check_job_command(build_parser().parse_args(command), args.address)
+        raise ConfigError("submit: give the command after --, e.g. "
+                          "-- sweep search_spaces/quickstart.yaml --storage s3://B/runs")
+    check_job_command(build_parser().parse_args(command), address)
     runtime_env = load_runtime_env(args.runtime_env, args.working_dir)
-    return submit(args.address, command, runtime_env, job_id=args.job_id, wait=not args.no_wait)
+    return submit(address, command, runtime_env, job_id=args.job_id, wait=not args.no_wait)
 
 
 def _print_leaderboard(run_dir, title: str, board=None, prefix: str = "leaderboard") -> None:
@@ -258,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--job-id", help="the job's submission id (default: Ray makes one)")
     j.add_argument("--no-wait", action="store_true", help="print the job id and return; do not stream the logs")
     j.add_argument("job_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
-                   help="the xling-ray command to run there, e.g. -- sweep search_spaces/quickstart.yaml --storage s3://B/runs")
+                   help="the xling-ray command to run there, "
+                        "e.g. -- sweep search_spaces/quickstart.yaml --storage s3://B/runs")
     j.set_defaults(func=_submit)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of a finished or interrupted run")

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from xling_ray.config import ConfigError
 
 SHARED_STORAGE_HELP = (
-    "use storage that every node sees: an object store (--storage s3://BUCKET/runs or gs://BUCKET/runs), "
+    "Use storage that every node sees: an object store (--storage s3://BUCKET/runs or gs://BUCKET/runs), "
     "or an NFS path mounted at the same place on every node together with --shared-storage"
 )
 
