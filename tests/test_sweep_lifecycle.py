@@ -3,7 +3,6 @@ SIGKILL, export -> train, and final retraining on the test split. Through a real
 local Ray, with the tiny model."""
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from xling_ray.cli import main
-from xling_ray.config import ConfigError, PAWSX_LANGUAGES
+from xling_ray.config import PAWSX_LANGUAGES
 from xling_ray.leaderboard.table import Constraint, group_configs, pareto_front
 from xling_ray.tune.space import SearchSpace, SweepConfig
 

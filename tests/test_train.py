@@ -1,7 +1,6 @@
 """The training step, batching and the loop, with a tiny random model on real data."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch

@@ -56,11 +56,9 @@ def run_job(config: dict[str, Any], recipes: dict[str, dict[str, Any]]) -> None:
 def run_final(run_dir: str | Path, top: int = 3, split: str = "test", address: str | None = None,
               verbose: int = 0) -> Leaderboard:
     """Retrain the top configurations on ``split`` and rank them; see the module docstring."""
-    import os
-
-    import ray
     from ray import tune
 
+    from xling_ray.train.ray_train import ray_runtime
     from xling_ray.tune.storage import read_text, resolve_storage, write_text
     from xling_ray.tune.sweep import load_run_space
     from xling_ray.tune.trainable import trial_resources
@@ -75,11 +73,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", address: s
     else:
         jobs = final_jobs(run_dir, top, split)
         write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 log_to_driver=verbose > 0, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    try:
+    with ray_runtime(address, log_to_driver=verbose > 0):
         recipes = {k: v["recipe"] for k, v in jobs.items()}
         trainable = tune.with_resources(tune.with_parameters(run_job, recipes=recipes),
                                         trial_resources(RecipeConfig.model_validate(next(iter(recipes.values())))))
@@ -97,9 +91,6 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", address: s
                 ),
             )
         tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
 
     def describe(config):
         job = jobs[config["job"]]

@@ -20,7 +20,6 @@ Two tables:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

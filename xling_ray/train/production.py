@@ -16,22 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from xling_ray.config import RecipeConfig
-from xling_ray.train.ray_train import make_trainer
+from xling_ray.train.ray_train import make_trainer, ray_runtime
 
 
 def train_production(recipe: RecipeConfig, output: str | Path, address: str | None = None) -> dict[str, Any]:
     """Train ``recipe`` with a ``TorchTrainer`` and write ``output``; returns the final metrics."""
-    import os
-
     import ray
 
     output = Path(output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    try:
+    with ray_runtime(address):
         if recipe.scaling.use_gpu is None:
             recipe = recipe.with_updates({"scaling.use_gpu": ray.cluster_resources().get("GPU", 0) > 0})
         result = make_trainer(recipe, name="train", storage_path=str(output / "ray"), export_models=True).fit()
@@ -43,8 +37,5 @@ def train_production(recipe: RecipeConfig, output: str | Path, address: str | No
                 dest = output / task
                 shutil.rmtree(dest, ignore_errors=True)
                 shutil.copytree(Path(ckpt) / "models" / task, dest)
-    finally:
-        if started_here:
-            ray.shutdown()
     (output / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     return metrics

@@ -6,6 +6,9 @@ on GPUs; bf16 autocast on GPUs comes from ``scaling.mixed_precision``.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from xling_ray.config import RecipeConfig
@@ -45,3 +48,23 @@ def make_trainer(
             callbacks=callbacks or None,
         ),
     )
+
+
+@contextlib.contextmanager
+def ray_runtime(address: str | None = None, log_to_driver: bool = True) -> Iterator[None]:
+    """Ray for a driver: the cluster at ``address`` (or ``$RAY_ADDRESS``, as a Ray job
+    sets it), else a private local Ray, never a stray ``ray start`` head on this
+    machine. What it started it shuts down on exit (then rather than at interpreter
+    exit, so the actors' shutdown chatter comes before what the driver prints next).
+    Inside an already initialised Ray it does nothing."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+             log_to_driver=log_to_driver, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -9,6 +9,7 @@ from typing import Any
 
 from xling_ray.config import RecipeConfig
 from xling_ray.models import resolve_model_path
+from xling_ray.train.ray_train import ray_runtime
 from xling_ray.tune.space import SearchSpace
 from xling_ray.tune.progress import SweepProgress
 from xling_ray.tune.search import make_search_alg
@@ -91,7 +92,6 @@ def run_sweep(
     (:mod:`xling_ray.tune.storage` refuses an undeclared one on a multi-node cluster).
     Returns the run folder; :func:`xling_ray.leaderboard.build_leaderboard` ranks it.
     """
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -108,13 +108,7 @@ def run_sweep(
     # Snapshotting the experiment state at every trial checkpoint is what makes resume exact
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started_here = not ray.is_initialized()
-    if started_here:
-        # No address and no RAY_ADDRESS: a private local Ray, never a stray `ray start` head on this machine.
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 log_to_driver=verbose > 0,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    try:
+    with ray_runtime(address, log_to_driver=verbose > 0):
         check_cluster_storage(storage, shared_storage)
         if not resume:
             space = space.model_copy(update={"recipe": _absolute_recipe(space)})
@@ -154,10 +148,6 @@ def run_sweep(
                 ),
             )
         tuner.fit()
-    finally:
-        if started_here:
-            # Now rather than at exit: the trial actors' shutdown chatter then comes before the leaderboard.
-            ray.shutdown()
     return Path(run_dir) if "://" not in run_dir else run_dir
 
 
