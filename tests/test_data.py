@@ -114,6 +114,24 @@ def test_cap_is_deterministic_and_parallel():
         assert list(en.ids) == full
 
 
+def test_a_heldout_part_is_disjoint_from_the_searched_part_and_aligned_across_languages():
+    base = dict(eval_skip_first={"xnli": 300}, heldout={"xnli": 500, "pawsx": 400}, seed=2)
+    search = load_eval_sets(cfg(**base))
+    held = load_eval_sets(cfg(**base, eval_part="heldout"))
+    full = load_eval_sets(cfg(eval_skip_first={"xnli": 300}))
+    for task, n in (("xnli", 500), ("pawsx", 400)):
+        s_ids, h_ids = set(search[task]["en"].ids), set(held[task]["en"].ids)
+        assert len(h_ids) == n and not s_ids & h_ids
+        assert s_ids | h_ids == set(full[task]["en"].ids)  # together: everything the pool left
+        for lang, ds in held[task].items():
+            assert ds.ids == held[task]["en"].ids, (task, lang)
+    # A cap applies inside the part.
+    capped = load_eval_sets(cfg(**base, eval_part="heldout", eval_max_per_language=50))
+    assert len(capped["xnli"]["en"]) == 50 and set(capped["xnli"]["en"].ids) <= set(held["xnli"]["en"].ids)
+    with pytest.raises(ValueError, match="data.heldout sets nothing aside for"):
+        DataConfig(tasks=("xnli", "pawsx"), heldout={"xnli": 10}, eval_part="heldout")
+
+
 def test_only_english_of_a_task_is_still_loaded():
     sets = load_eval_sets(cfg(languages=("en", "ja", "ar")))
     assert list(sets["xnli"]) == ["en", "ar"]

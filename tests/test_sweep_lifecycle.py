@@ -349,3 +349,24 @@ def test_a_second_sweep_into_an_existing_run_folder_is_refused(tiny_recipe, tmp_
     assert main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "x", "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["sweep", "--resume", str(tmp_path / "runs" / "nothing"), "--quiet"]) == 2
+
+
+def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tiny_recipe, tmp_path):
+    recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": 1, "data.heldout": {"pawsx": 100}})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"recipe": recipe.model_dump(), "search": {"train.lr": {"loguniform": [1e-4, 1e-3]}},
+                                     "sweep": {"num_samples": 1, "seeds": 1}}))
+    assert main(["sweep", str(space), "--storage", str(tmp_path), "--name", "h", "--quiet"]) == 0
+    assert main(["final", str(tmp_path / "h"), "--heldout", "--top", "1", "--quiet"]) == 0
+    jobs = json.loads((tmp_path / "h" / "final-heldout-jobs.json").read_text())
+    (job,) = jobs.values()
+    assert job["recipe"]["data"]["eval_part"] == "heldout" and job["recipe"]["data"]["split"] == "validation"
+    final = pd.read_csv(tmp_path / "h" / "final_heldout_leaderboard.csv")
+    assert len(final) == 1 and final.loc[0, "status"] == "TERMINATED"
+    # The held-out examples are others than the searched ones.
+    from xling_ray.config import RecipeConfig
+    from xling_ray.data import load_eval_sets
+
+    searched = load_eval_sets(recipe.data)["pawsx"]["en"].ids
+    held = load_eval_sets(RecipeConfig.model_validate(job["recipe"]).data)["pawsx"]["en"].ids
+    assert len(held) == 12 and not set(searched) & set(held)

@@ -52,10 +52,19 @@ class DataConfig(_Strict):
     eval_skip_first: dict[Literal["xnli", "pawsx"], int] = Field(
         default_factory=dict,
         description="leave the first n examples (id order) of a task's evaluation split out, e.g. to serve as a text pool")
+    heldout: dict[Literal["xnli", "pawsx"], int] = Field(
+        default_factory=dict,
+        description="set n evaluation examples of a task aside (drawn with `seed` after eval_skip_first): "
+                    "searching never sees them, `eval_part: heldout` (xling-ray final --heldout) evaluates only them")
+    eval_part: Literal["search", "heldout"] = "search"
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
+        if self.eval_part == "heldout":
+            missing = [t for t in self.tasks if not self.heldout.get(t)]
+            if missing:
+                raise ValueError(f"data.eval_part heldout: data.heldout sets nothing aside for {missing}")
         unknown = sorted(set(self.languages) - set(ALL_LANGUAGES))
         if unknown:
             raise ValueError(f"data.languages: unknown language(s) {unknown}; known: {list(ALL_LANGUAGES)}")

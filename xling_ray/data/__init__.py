@@ -37,6 +37,7 @@ __all__ = [
     "clear_caches",
     "get_benchmark",
     "load_eval_sets",
+    "split_heldout",
     "load_train_set",
     "open_source",
 ]
@@ -46,8 +47,10 @@ def load_eval_sets(cfg: DataConfig, source: DataSource | None = None) -> dict[st
     """task -> language -> evaluation set, for the languages of ``cfg`` each task has.
 
     The first ``cfg.eval_skip_first[task]`` examples (id order) are left out (they may
-    serve as a text pool). The cap draws ids from English and takes the same ids in
-    every language, so languages are compared on the same (translated) examples.
+    serve as a text pool). Of the rest, ``cfg.heldout[task]`` examples drawn with
+    ``cfg.seed`` are set aside: ``cfg.eval_part`` ``search`` evaluates on the others,
+    ``heldout`` on those alone. The cap then draws ids from English and takes the same
+    ids in every language, so languages are compared on the same (translated) examples.
     """
     source = source or open_source(cfg.data_dir)
     out: dict[str, dict[str, PairDataset]] = {}
@@ -56,6 +59,8 @@ def load_eval_sets(cfg: DataConfig, source: DataSource | None = None) -> dict[st
         english = source.load_eval(task, "en", cfg.split)
         # Before the cap, so that the cap draws from what is left.
         english = skip_first(english, cfg.eval_skip_first.get(task, 0))
+        if cfg.heldout.get(task):
+            english = split_heldout(english, cfg.heldout[task], cfg.seed)[cfg.eval_part == "heldout"]
         if cfg.eval_max_per_language is not None:
             english = english.subsample(cfg.eval_max_per_language, cfg.seed)
         languages = ["en"] + [lang for lang in cfg.languages if lang != "en" and lang in bench.languages]
@@ -65,6 +70,15 @@ def load_eval_sets(cfg: DataConfig, source: DataSource | None = None) -> dict[st
             sets[lang] = source.load_eval(task, lang, cfg.split).select_ids(english.ids)
         out[task] = {lang: sets[lang] for lang in cfg.languages if lang in sets}
     return out
+
+
+def split_heldout(data: PairDataset, n: int, seed: int) -> tuple[PairDataset, PairDataset]:
+    """``(rest, heldout)``: ``n`` rows drawn with ``seed`` set aside, both in their original order."""
+    if n >= len(data):
+        raise DataError(f"{data.task}/{data.language}/{data.split}: holding out {n} of {len(data)} examples leaves none to search on")
+    held = data.subsample(n, seed)
+    taken = set(held.ids)
+    return data.select_ids([i for i in data.ids if i not in taken]), held
 
 
 def load_train_set(cfg: DataConfig, task: str, source: DataSource | None = None) -> PairDataset:

@@ -5,9 +5,12 @@ them on another split.
 feasible) configurations of the sweep's leaderboard, retrains each with the
 seeds it was searched with, evaluates on ``split`` (the hub's test split or
 ``{task}/test-{lang}.tsv`` in the data folder), and writes
-``final_<split>_leaderboard.{csv,md}`` beside the sweep's leaderboard. The
-retraining is a Tune run of its own (``RUN_DIR/final-<split>/``): the jobs run
-in parallel as the cluster allows, and running ``final`` again resumes it.
+``final_<split>_leaderboard.{csv,md}`` beside the sweep's leaderboard. With
+``--heldout`` it evaluates instead on the examples of the sweep's own split that
+``data.heldout`` set aside (where no test split is at hand), writing
+``final_heldout_leaderboard.*``. The retraining is a Tune run of its own
+(``RUN_DIR/final-<split>/``): the jobs run in parallel as the cluster allows, and
+running ``final`` again resumes it.
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ from xling_ray.config import ConfigError, RecipeConfig
 from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, group_configs, load_trials
 
 
-def final_jobs(run_dir: str | Path, top: int, split: str) -> dict[str, dict[str, Any]]:
-    """``job id -> {config_id, seed, settings, recipe}`` for the top ``top`` configurations."""
+def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False) -> dict[str, dict[str, Any]]:
+    """``job id -> {config_id, seed, settings, recipe}`` for the top ``top`` configurations,
+    evaluated on ``split``, or with ``heldout`` on the part of the sweep's split that
+    ``data.heldout`` set aside."""
     from xling_ray.tune.sweep import load_run_space
 
     space = load_run_space(run_dir)
@@ -36,11 +41,18 @@ def final_jobs(run_dir: str | Path, top: int, split: str) -> dict[str, dict[str,
     for _, row in chosen.iterrows():
         settings = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in space.search}
         base = space.recipe.with_updates(settings)
-        # Evaluation ids left out only to keep a pool of the same split apart.
-        skip = base.data.eval_skip_first if base.losses.pool.split == split else {}
+        if heldout:
+            if not base.data.heldout:
+                raise ConfigError(f"{run_dir}: the sweep set no evaluation examples aside (recipe.data.heldout); "
+                                  "use --split test")
+            evaluation = {"data.eval_part": "heldout"}
+        else:
+            # Evaluation ids left out only to keep a pool of the same split apart; nothing held out of another split.
+            evaluation = {"data.split": split, "data.eval_part": "search", "data.heldout": {},
+                          "data.eval_skip_first": base.data.eval_skip_first if base.losses.pool.split == split else {}}
         for _, trial in board.trials[board.trials["config_id"] == row["config_id"]].iterrows():
             seed = int(trial["seed"])
-            recipe = base.with_updates({"train.seed": seed, "data.split": split, "data.eval_skip_first": skip})
+            recipe = base.with_updates({"train.seed": seed, **evaluation})
             jobs[f"{row['config_id']}-seed{seed}"] = {"config_id": row["config_id"], "seed": seed,
                                                      "settings": settings, "recipe": recipe.model_dump()}
     return jobs
@@ -53,8 +65,12 @@ def run_job(config: dict[str, Any], recipes: dict[str, dict[str, Any]]) -> None:
     run_trial({}, recipes[config["job"]])
 
 
-def run_final(run_dir: str | Path, top: int = 3, split: str = "test", address: str | None = None,
-              verbose: int = 0) -> Leaderboard:
+def final_name(split: str, heldout: bool) -> str:
+    return "final-heldout" if heldout else f"final-{split}"
+
+
+def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: bool = False,
+              address: str | None = None, verbose: int = 0) -> Leaderboard:
     """Retrain the top configurations on ``split`` and rank them; see the module docstring."""
     from ray import tune
 
@@ -64,14 +80,14 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", address: s
     from xling_ray.tune.trainable import trial_resources
 
     space = load_run_space(run_dir)
-    name = f"final-{split}"
+    name = final_name(split, heldout)
     storage = resolve_storage(str(run_dir))
     path = f"{storage}/{name}"
     jobs_file = f"{name}-jobs.json"
     if tune.Tuner.can_restore(path):  # an interrupted final run: the same jobs, whatever the leaderboard says now
         jobs = json.loads(read_text(run_dir, jobs_file))
     else:
-        jobs = final_jobs(run_dir, top, split)
+        jobs = final_jobs(run_dir, top, split, heldout)
         write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
     with ray_runtime(address, log_to_driver=verbose > 0):
         recipes = {k: v["recipe"] for k, v in jobs.items()}
