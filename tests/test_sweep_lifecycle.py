@@ -354,15 +354,18 @@ def test_a_second_sweep_into_an_existing_run_folder_is_refused(tiny_recipe, tmp_
 def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tiny_recipe, tmp_path):
     recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": 1, "data.heldout": {"pawsx": 100}})
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"recipe": recipe.model_dump(), "search": {"train.lr": {"loguniform": [1e-4, 1e-3]}},
-                                     "sweep": {"num_samples": 1, "seeds": 1}}))
+    # Nothing searched: the sweep runs the recipe once per seed (a baseline).
+    space.write_text(yaml.safe_dump({"recipe": recipe.model_dump(), "search": {}, "sweep": {"num_samples": 4, "seeds": 2}}))
     assert main(["sweep", str(space), "--storage", str(tmp_path), "--name", "h", "--quiet"]) == 0
+    board = pd.read_csv(tmp_path / "h" / "leaderboard.csv")
+    assert len(board) == 1 and board.loc[0, "seeds"] == 2 and board.loc[0, "seed_list"] == "0 1"
     assert main(["final", str(tmp_path / "h"), "--heldout", "--top", "1", "--quiet"]) == 0
     jobs = json.loads((tmp_path / "h" / "final-heldout-jobs.json").read_text())
-    (job,) = jobs.values()
+    assert sorted(j["seed"] for j in jobs.values()) == [0, 1]
+    job = next(iter(jobs.values()))
     assert job["recipe"]["data"]["eval_part"] == "heldout" and job["recipe"]["data"]["split"] == "validation"
     final = pd.read_csv(tmp_path / "h" / "final_heldout_leaderboard.csv")
-    assert len(final) == 1 and final.loc[0, "status"] == "TERMINATED"
+    assert len(final) == 1 and final.loc[0, "status"] == "TERMINATED" and final.loc[0, "seeds"] == 2
     # The held-out examples are others than the searched ones.
     from xling_ray.config import RecipeConfig
     from xling_ray.data import load_eval_sets

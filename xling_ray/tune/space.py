@@ -162,6 +162,9 @@ class SweepConfig(_Strict):
 
 
 class SearchSpace(_Strict):
+    """A sweep: ``recipe`` fixed, ``search`` sampled by Optuna. With nothing to search the
+    sweep runs the recipe once per seed (``num_samples`` is then moot): a baseline."""
+
     recipe: RecipeConfig = RecipeConfig()
     search: dict[str, Distribution] = Field(default_factory=dict)
     sweep: SweepConfig = SweepConfig()

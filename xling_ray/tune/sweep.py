@@ -94,6 +94,7 @@ def run_sweep(
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.repeater import TRIAL_INDEX
 
     storage = resolve_storage(storage)
     name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
@@ -130,12 +131,17 @@ def run_sweep(
                                           reduction_factor=s.scheduler.reduction_factor)
             else:
                 scheduler = FIFOScheduler()
+            if space.search:
+                searched = dict(param_space=space.param_space(), search_alg=make_search_alg(s),
+                                num_samples=s.num_samples * s.seeds)
+            else:  # nothing to search: the recipe itself, once per seed (e.g. a baseline)
+                searched = dict(param_space={TRIAL_INDEX: tune.grid_search(list(range(s.seeds)))}, search_alg=None,
+                                num_samples=1)
             tuner = tune.Tuner(
                 trainable,
-                param_space=space.param_space(),
+                param_space=searched.pop("param_space"),
                 tune_config=tune.TuneConfig(
-                    search_alg=make_search_alg(s), scheduler=scheduler,
-                    num_samples=s.num_samples * s.seeds, max_concurrent_trials=s.max_concurrent_trials,
+                    scheduler=scheduler, max_concurrent_trials=s.max_concurrent_trials, **searched,
                 ),
                 run_config=tune.RunConfig(
                     # On a terminal a live status line (xling_ray.tune.progress) replaces Tune's tables.
