@@ -359,17 +359,18 @@ def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tin
     assert main(["sweep", str(space), "--storage", str(tmp_path), "--name", "h", "--quiet"]) == 0
     board = pd.read_csv(tmp_path / "h" / "leaderboard.csv")
     assert len(board) == 1 and board.loc[0, "seeds"] == 2 and board.loc[0, "seed_list"] == "0 1"
-    assert main(["final", str(tmp_path / "h"), "--heldout", "--top", "1", "--quiet"]) == 0
+    assert main(["final", str(tmp_path / "h"), "--heldout", "--top", "1", "--seeds", "3",
+                 "--set", "data.eval_max_per_language=10", "--quiet"]) == 0
     jobs = json.loads((tmp_path / "h" / "final-heldout-jobs.json").read_text())
-    assert sorted(j["seed"] for j in jobs.values()) == [0, 1]
+    assert sorted(j["seed"] for j in jobs.values()) == [0, 1, 2]  # --seeds: more than were searched
     job = next(iter(jobs.values()))
     assert job["recipe"]["data"]["eval_part"] == "heldout" and job["recipe"]["data"]["split"] == "validation"
     final = pd.read_csv(tmp_path / "h" / "final_heldout_leaderboard.csv")
-    assert len(final) == 1 and final.loc[0, "status"] == "TERMINATED" and final.loc[0, "seeds"] == 2
+    assert len(final) == 1 and final.loc[0, "status"] == "TERMINATED" and final.loc[0, "seeds"] == 3
     # The held-out examples are others than the searched ones.
     from xling_ray.config import RecipeConfig
     from xling_ray.data import load_eval_sets
 
     searched = load_eval_sets(recipe.data)["pawsx"]["en"].ids
     held = load_eval_sets(RecipeConfig.model_validate(job["recipe"]).data)["pawsx"]["en"].ids
-    assert len(held) == 12 and not set(searched) & set(held)
+    assert len(held) == 10 and not set(searched) & set(held)

@@ -118,8 +118,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _final(args: argparse.Namespace) -> int:
     from xling_ray.leaderboard.final import run_final
 
-    board = run_final(args.run_dir, top=args.top, split=args.split, heldout=args.heldout, address=args.address,
-                      verbose=0 if args.quiet else 1)
+    overrides = {k.removeprefix("recipe."): v for k, v in _overrides(args).items()}
+    board = run_final(args.run_dir, top=args.top, split=args.split, heldout=args.heldout, seeds=args.seeds,
+                      overrides=overrides, address=args.address, verbose=0 if args.quiet else 1)
     part = "held-out part" if args.heldout else f"{args.split} split"
     _print_leaderboard(args.run_dir, f"Final leaderboard ({part}) of", board,
                        f"final_{'heldout' if args.heldout else args.split}_leaderboard")
@@ -227,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("run_dir")
     fi.add_argument("--top", type=int, default=3, help="configurations to retrain (default 3)")
     fi.add_argument("--split", default="test", choices=["validation", "test"], help="evaluation split (default test)")
+    fi.add_argument("--seeds", type=int, help="seeds per configuration (default: those it was searched with)")
+    fi.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a recipe setting of every job, e.g. data.eval_max_per_language=300")
     fi.add_argument("--heldout", action="store_true",
                     help="evaluate on the examples the sweep set aside (recipe.data.heldout) instead of --split")
     fi.add_argument("--address", help="Ray cluster address (default: start a local Ray)")

@@ -22,10 +22,13 @@ from xling_ray.config import ConfigError, RecipeConfig
 from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, group_configs, load_trials
 
 
-def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False) -> dict[str, dict[str, Any]]:
+def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False, seeds: int | None = None,
+               overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """``job id -> {config_id, seed, settings, recipe}`` for the top ``top`` configurations,
     evaluated on ``split``, or with ``heldout`` on the part of the sweep's split that
-    ``data.heldout`` set aside."""
+    ``data.heldout`` set aside. Each runs with the seeds it was searched with, or with
+    ``seeds``: the recipe's ``train.seed`` and the ``seeds - 1`` after it. ``overrides``
+    (dotted recipe settings, e.g. ``data.eval_max_per_language``) apply to every job."""
     from xling_ray.tune.sweep import load_run_space
 
     space = load_run_space(run_dir)
@@ -50,9 +53,9 @@ def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False)
             # Evaluation ids left out only to keep a pool of the same split apart; nothing held out of another split.
             evaluation = {"data.split": split, "data.eval_part": "search", "data.heldout": {},
                           "data.eval_skip_first": base.data.eval_skip_first if base.losses.pool.split == split else {}}
-        for _, trial in board.trials[board.trials["config_id"] == row["config_id"]].iterrows():
-            seed = int(trial["seed"])
-            recipe = base.with_updates({"train.seed": seed, **evaluation})
+        searched = [int(t) for t in board.trials.loc[board.trials["config_id"] == row["config_id"], "seed"]]
+        for seed in searched if seeds is None else [base.train.seed + i for i in range(seeds)]:
+            recipe = base.with_updates({"train.seed": seed, **evaluation, **(overrides or {})})
             jobs[f"{row['config_id']}-seed{seed}"] = {"config_id": row["config_id"], "seed": seed,
                                                      "settings": settings, "recipe": recipe.model_dump()}
     return jobs
@@ -70,6 +73,7 @@ def final_name(split: str, heldout: bool) -> str:
 
 
 def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: bool = False,
+              seeds: int | None = None, overrides: dict[str, Any] | None = None,
               address: str | None = None, verbose: int = 0) -> Leaderboard:
     """Retrain the top configurations on ``split`` and rank them; see the module docstring."""
     from ray import tune
@@ -87,7 +91,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
     if tune.Tuner.can_restore(path):  # an interrupted final run: the same jobs, whatever the leaderboard says now
         jobs = json.loads(read_text(run_dir, jobs_file))
     else:
-        jobs = final_jobs(run_dir, top, split, heldout)
+        jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides)
         write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
     with ray_runtime(address, log_to_driver=verbose > 0):
         recipes = {k: v["recipe"] for k, v in jobs.items()}
