@@ -47,6 +47,7 @@ def encode_texts(
     layer: int = -1,
     normalize: bool = False,
     texts_b: Sequence[str] | None = None,
+    pooling: str = "mean",
 ) -> torch.Tensor:
     """Sentence embeddings of a frozen encoder: the mean of one layer's hidden
     states over the real tokens of each text,
@@ -61,7 +62,8 @@ def encode_texts(
       ``*ForSequenceClassification`` model is encoded without its head.
 
     With ``texts_b``, each input is the pair ``(texts[i], texts_b[i])``, encoded
-    together as the sentence-pair tasks see it.
+    together as the sentence-pair tasks see it. ``pooling="cls"`` takes the first
+    token's state ``h_0^(l)`` instead of the mean (BERT's classifier input).
 
     Returns a float32 CPU tensor (n, d), row i for ``texts[i]``. Choices left
     open: no L2 normalisation unless ``normalize=True`` (cosine matching
@@ -76,6 +78,8 @@ def encode_texts(
     """
     if batch_size < 1:
         raise ValueError(f"encode_texts: batch_size must be >= 1, got {batch_size}")
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"encode_texts: pooling must be 'mean' or 'cls', got {pooling!r}")
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
@@ -103,7 +107,11 @@ def encode_texts(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 hidden = encoder(**batch, output_hidden_states=True, return_dict=True).hidden_states[layer]
                 mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
-                pooled = (hidden.float() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+                if pooling == "cls":  # the first real token, whichever side the tokenizer pads
+                    first = batch["attention_mask"].argmax(1)
+                    pooled = hidden[torch.arange(len(rows), device=hidden.device), first].float()
+                else:
+                    pooled = (hidden.float() * mask).sum(1) / mask.sum(1).clamp_min(1.0)
                 out[torch.tensor(rows)] = pooled.cpu()
     finally:
         model.train(was_training)

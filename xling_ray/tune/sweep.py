@@ -109,7 +109,8 @@ def run_sweep(
     # Snapshotting the experiment state at every trial checkpoint is what makes resume exact
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    with ray_runtime(address, log_to_driver=verbose > 0):
+    # On a terminal the live status line stands alone: trial logs would break it.
+    with ray_runtime(address, log_to_driver=verbose > 0 and not sys.stdout.isatty()):
         check_cluster_storage(storage, shared_storage)
         if not resume:
             space = space.model_copy(update={"recipe": _absolute_recipe(space)})

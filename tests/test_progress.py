@@ -1,0 +1,114 @@
+"""The sweep's live progress line, driven through Tune's callback hooks with stand-in trials."""
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+
+import pytest
+from ray.tune import Callback
+
+from xling_ray.tune.progress import SweepProgress, format_duration
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    status: str = "PENDING"
+    last_result: dict = field(default_factory=dict)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run(progress: SweepProgress, clock: Clock) -> list[FakeTrial]:
+    """Four trials, two at a time: a finishes (100 s), b fails, c runs, d waits."""
+    trials = [FakeTrial("a"), FakeTrial("b")]
+    progress.setup(num_samples=4, total_num_samples=4)
+    for t in trials:
+        t.status = "RUNNING"
+        progress.on_trial_start(0, trials, t)
+    clock.now += 50
+    progress.on_trial_result(1, trials, trials[0], {"gap": 7.5, "epoch": 1})
+    progress.on_trial_result(1, trials, trials[1], {"gap": float("nan")})
+    clock.now += 50
+    trials[0].status, trials[0].last_result = "TERMINATED", {"gap": 6.0, "time_total_s": 100.0}
+    progress.on_trial_complete(2, trials, trials[0])
+    trials[1].status = "ERROR"
+    progress.on_trial_error(2, trials, trials[1])
+    trials += [FakeTrial("c", "RUNNING"), FakeTrial("d")]
+    progress.on_trial_start(3, trials, trials[2])
+    clock.now += 30
+    progress.on_step_end(4, trials)
+    return trials
+
+
+def test_a_terminal_gets_a_redrawn_line_with_counts_best_elapsed_and_eta():
+    clock, out = Clock(), Terminal()
+    progress = SweepProgress("gap", "min", stream=out, clock=clock)
+    trials = _run(progress, clock)
+    text = out.getvalue()
+    frames = [f.removesuffix("\x1b[K") for f in text.split("\r") if f]
+    assert "\n" not in text  # redrawn in place
+    assert frames[0] == "sweep 0/4 done | 1 running | 0 failed | best gap - | 0:00 elapsed | ETA ?"
+    # After the first trial: best 6.00 (its final result), 100 s per trial, c has run 30 s,
+    # d has not started: (70 + 100) / 1 running trial.
+    assert frames[-1] == "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (trial a) | 2:10 elapsed | ETA 2:50"
+    assert progress.eta(trials) == pytest.approx(170.0)
+    progress.on_experiment_end(trials)
+    assert out.getvalue().endswith("| 2:10 elapsed | ETA 2:50\x1b[K\n")
+
+
+def test_redraws_are_at_most_once_a_second_but_finished_trials_always_show():
+    clock, out = Clock(), Terminal()
+    progress = SweepProgress(stream=out, clock=clock)
+    trials = [FakeTrial("a", "RUNNING")]
+    progress.setup(num_samples=2)
+    for _ in range(5):
+        progress.on_step_end(0, trials)
+    assert out.getvalue().count("\r") == 1
+    trials[0].status = "TERMINATED"
+    progress.on_trial_complete(0, trials, trials[0])
+    assert out.getvalue().count("\r") == 2
+
+
+def test_not_a_terminal_prints_one_final_line_only():
+    clock, out = Clock(), io.StringIO()  # StringIO.isatty() is False, like a CI log
+    progress = SweepProgress("gap", "min", stream=out, clock=clock)
+    trials = _run(progress, clock)
+    assert out.getvalue() == ""
+    progress.on_experiment_end(trials)
+    assert out.getvalue() == "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (trial a) | 2:10 elapsed | ETA 2:50\n"
+
+
+def test_mode_max_and_a_resumed_sweeps_earlier_trials_count():
+    clock, out = Clock(), io.StringIO()
+    progress = SweepProgress("acc_target", "max", stream=out, clock=clock)
+    progress.setup(num_samples=2)
+    earlier = [FakeTrial("x", "TERMINATED", {"acc_target": 40.0, "time_total_s": 60.0}),
+               FakeTrial("y", "TERMINATED", {"acc_target": 55.0, "time_total_s": 60.0})]
+    progress.on_experiment_end(earlier)
+    assert out.getvalue().startswith("sweep 2/2 done | 0 running | 0 failed | best acc_target 55.00 (trial y)")
+    with pytest.raises(ValueError, match="mode"):
+        SweepProgress(mode="lowest")
+
+
+def test_it_is_a_tune_callback_that_pickles_without_its_stream():
+    progress = SweepProgress(stream=Terminal())
+    assert isinstance(progress, Callback)
+    again = pickle.loads(pickle.dumps(progress))  # Tune saves callbacks with the experiment
+    assert again._stream is None and again.metric == "gap"
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 59.6, 75, 3725)] == ["0:00", "1:00", "1:15", "1:02:05"]

@@ -1,0 +1,1 @@
+"""Looking at results: embedding-space diagnostics, figures and the HTML sweep report."""

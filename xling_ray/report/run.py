@@ -1,0 +1,261 @@
+"""What the sweep report shows, computed from a run folder alone.
+
+Everything is read through the leaderboard (:func:`xling_ray.leaderboard.build_leaderboard`),
+the saved search space and Tune's ``ExperimentAnalysis``, so it works on a finished run,
+an interrupted one, one still running, and on any storage the sweep accepts (a path or a
+URI). Parts that need finished trials (importances, the Pareto front) say why they are
+empty instead of failing.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xling_ray.config import RecipeConfig
+from xling_ray.leaderboard import build_leaderboard
+from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, Leaderboard, pareto_front
+from xling_ray.tune.space import Distribution, SearchSpace
+
+#: Recipe fields that say where things are on one machine, not what a trial does.
+_LOCATION_FIELDS = ("data.data_dir", "model.cache_dir")
+
+
+@dataclass
+class RunReport:
+    run_dir: str
+    board: Leaderboard
+    space: SearchSpace | None
+    trials: pd.DataFrame  # the leaderboard's trials, in rank order (best configuration first, then seed)
+    searched: list[str]  # the searched settings (dotted)
+    importances: dict[str, float] = field(default_factory=dict)
+    importance_note: str = ""
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # label -> epoch and metrics, top trials
+    config_diff: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def multi_seed(self) -> bool:
+        return "seeds" in self.board.configs and bool((self.board.configs["seeds"] > 1).any())
+
+
+def load_report(run_dir: str, top: int = 3) -> RunReport:
+    """Everything :func:`xling_ray.report.html.render_report` shows, for the ``top`` best configurations."""
+    from xling_ray.config import ConfigError
+    from xling_ray.tune.sweep import load_run_space
+
+    try:
+        space = load_run_space(run_dir)
+    except ConfigError:
+        space = None  # a run from before sweeps saved their space: inferred ranges, default baseline
+    board = build_leaderboard(run_dir, space)
+    trials = ranked_trials(board)
+    searched = list(space.search) if space else _settings_columns(board.trials)
+    report = RunReport(str(run_dir), board, space, trials, searched)
+    report.importances, report.importance_note = param_importances(board, space, searched)
+    report.curves = learning_curves(run_dir, trials, top)
+    report.config_diff = config_difference(board, space, searched, top)
+    return report
+
+
+def _settings_columns(trials: pd.DataFrame) -> list[str]:
+    fixed = {"trial_id", "status", "config_id", "seed", "epoch", "error", "rank"}
+    return [c for c in trials.columns if c not in fixed and not c.startswith(("acc_", "gap")) and "." in c]
+
+
+def ranked_trials(board: Leaderboard) -> pd.DataFrame:
+    """One row per trial, ordered as the leaderboard ranks its configuration (then by seed),
+    with the configuration's ``rank`` in front."""
+    trials = board.trials
+    if trials.empty:
+        return trials.assign(rank=pd.Series(dtype=int))
+    rank = dict(zip(board.configs["config_id"], board.configs["rank"]))
+    out = trials.assign(rank=trials["config_id"].map(rank)).sort_values(["rank", "seed"], kind="stable")
+    return out[["rank"] + [c for c in out.columns if c != "rank"]].reset_index(drop=True)
+
+
+def trial_label(row: pd.Series, multi_seed: bool) -> str:
+    return f"#{row['rank']} {row['trial_id']}" + (f" s{row['seed']}" if multi_seed else "")
+
+
+# ---------------------------------------------------------------- the accuracy heatmap
+
+
+def heatmap_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per trial (rows, in rank order) and task/language (columns ``acc_<task>_<lang>``,
+    XNLI's languages then PAWS-X's): exactly the leaderboard's values."""
+    columns = [c for c in LANGUAGE_COLUMNS if c in trials]
+    return trials.set_index("trial_id")[columns].astype(float)
+
+
+# ---------------------------------------------------------------- gap against target accuracy
+
+
+def gap_front(configs: pd.DataFrame) -> pd.Series:
+    """Which configurations are on the Pareto front of (lower ``gap``, higher ``acc_target``),
+    among those with both numbers."""
+    mask = pd.Series(False, index=configs.index)
+    if configs.empty or not {"gap", "acc_target"} <= set(configs):
+        return mask
+    ok = configs[["gap", "acc_target"]].notna().all(axis=1)
+    front = pareto_front(configs.loc[ok, ["gap", "acc_target"]].to_numpy(float), ("min", "max"))
+    mask.loc[configs.index[ok][front]] = True
+    return mask
+
+
+# ---------------------------------------------------------------- hyperparameter importances
+
+
+def optuna_distribution(dist: Distribution):
+    """The Optuna distribution of a search-space entry (the one ``OptunaSearch`` samples from)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    kind = dist.kind
+    if kind == "loguniform":
+        return FloatDistribution(*dist.loguniform, log=True)
+    if kind == "uniform":
+        return FloatDistribution(*dist.uniform)
+    if kind == "int":
+        return IntDistribution(*dist.int_)
+    if kind == "logint":
+        return IntDistribution(*dist.logint, log=True)
+    return CategoricalDistribution(list(dist.choice))
+
+
+def _inferred_distribution(values: pd.Series):
+    """For a run without a saved search space: the observed range of each setting."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    v = values.dropna()
+    if pd.api.types.is_bool_dtype(v) or not pd.api.types.is_numeric_dtype(v):
+        return CategoricalDistribution(sorted(set(v.tolist()), key=repr))
+    low, high = v.min(), v.max()
+    if low == high:
+        return None
+    if pd.api.types.is_integer_dtype(v):
+        return IntDistribution(int(low), int(high))
+    return FloatDistribution(float(low), float(high), log=low > 0 and high / low > 10)
+
+
+def param_importances(board: Leaderboard, space: SearchSpace | None, searched: list[str]) -> tuple[dict[str, float], str]:
+    """``optuna.importance.get_param_importances`` (fANOVA) of the searched settings for the
+    first objective, on a study rebuilt from the leaderboard: one Optuna trial per finished
+    configuration, valued at its mean over seeds. Returns ``(importances, note)``; the note
+    says why they are empty."""
+    import optuna
+
+    configs = board.configs
+    metric, mode = board.metrics[0], board.modes[0]
+    if configs.empty or metric not in configs:
+        return {}, "no finished configuration yet"
+    done = configs[(configs["status"] == "TERMINATED") & configs[metric].notna()]
+    dists = {}
+    for key in searched:
+        if key not in done:
+            continue
+        dist = optuna_distribution(space.search[key]) if space and key in space.search else _inferred_distribution(done[key])
+        if dist is not None:
+            dists[key] = dist
+    if len(done) < 2 or not dists:
+        return {}, f"needs at least 2 finished configurations and a searched setting (has {len(done)})"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    for _, row in done.iterrows():
+        params = {k: _plain(row[k]) for k in dists}
+        study.add_trial(optuna.trial.create_trial(value=float(row[metric]), params=params, distributions=dists))
+    try:
+        imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as err:  # e.g. every configuration with the same value
+        return {}, f"optuna could not compute importances ({str(err).rstrip('.')})"
+    if not any(math.isfinite(v) and v > 0 for v in imp.values()):
+        return {}, f"every finished configuration has the same {metric}"
+    return dict(imp), f"fANOVA over {len(done)} finished configurations, on {metric} (mean over seeds)"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python ones (Optuna checks membership and types)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# ---------------------------------------------------------------- learning curves
+
+
+def learning_curves(run_dir: str, trials: pd.DataFrame, top: int,
+                    metrics: tuple[str, ...] = ("gap", "acc_en", "acc_target")) -> dict[str, pd.DataFrame]:
+    """Each report of the trials of the ``top`` best configurations (Tune's ``progress.csv``
+    / ``result.json``, read by ``ExperimentAnalysis`` from any storage): label -> frame with
+    ``epoch`` and ``metrics``."""
+    from ray.tune import ExperimentAnalysis
+
+    if trials.empty:
+        return {}
+    chosen = trials[trials["rank"] <= top]
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # a trial that has not reported yet is expected here, not worth a warning
+    try:
+        frames = ExperimentAnalysis(str(run_dir)).trial_dataframes
+    finally:
+        logger.setLevel(level)
+    multi_seed = trials.groupby("config_id").size().max() > 1
+    out = {}
+    for _, row in chosen.iterrows():
+        df = frames.get(row["trial_id"])
+        if df is None or df.empty or "epoch" not in df:
+            continue
+        out[trial_label(row, multi_seed)] = df[["epoch"] + [m for m in metrics if m in df]].sort_values("epoch")
+    return out
+
+
+# ---------------------------------------------------------------- what the top configurations change
+
+
+def config_difference(board: Leaderboard, space: SearchSpace | None, searched: list[str], top: int) -> pd.DataFrame:
+    """Rows: every recipe setting where one of the ``top`` best configurations differs from
+    the baseline; columns: ``baseline``, then ``#1``, ``#2``, ...
+
+    The baseline is the sweep's fixed ``recipe``: what every trial shares, i.e. a trial
+    with none of the searched settings applied (with the shipped spaces, plain fine-tuning
+    with each regularizer at weight 0). Without a saved search space the baseline is the
+    project's defaults (``RecipeConfig()``)."""
+    configs = board.configs
+    if configs.empty:
+        return pd.DataFrame()
+    base_recipe = space.recipe if space else RecipeConfig()
+    base = _flatten(base_recipe.model_dump())
+    columns: dict[str, dict[str, Any]] = {}
+    for _, row in configs.head(top).iterrows():
+        settings = {k: _plain(row[k]) for k in searched if k in row and not _missing(row[k])}
+        try:
+            recipe = _flatten(base_recipe.with_updates(settings).model_dump())
+        except Exception:  # a setting the current code no longer accepts: show it as given
+            recipe = {**base, **settings}
+        columns[f"#{row['rank']} {row['config_id']}"] = recipe
+    keys = [k for k in base if k not in _LOCATION_FIELDS and any(_differs(c.get(k), base[k]) for c in columns.values())]
+    table = pd.DataFrame({"baseline": {k: base[k] for k in keys}, **{name: {k: c.get(k) for k in keys} for name, c in columns.items()}})
+    table.index.name = "setting"
+    return table.reset_index()
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-4}}`` -> ``{"train.lr": 1e-4}`` (the inverse of ``config.set_dotted``)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "config_overrides":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return not math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    return a != b
