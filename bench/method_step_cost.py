@@ -24,6 +24,7 @@ from xling_ray.data import get_benchmark, load_train_set
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import collate, encode
 from xling_ray.train.loop import model_config_for
+from _common import save
 from _timing import median_step_seconds
 from xling_ray.config import RecipeConfig
 
@@ -49,6 +50,24 @@ def time_case(model_cfg: ModelConfig, losses: LossConfig, data, tok, batch_size:
     return median_step_seconds(model, batches, losses, state)
 
 
+def measure(data_dir: str, batch_size: int = 16, steps: int = 4, layers: int | None = None,
+            max_length: int = 128) -> dict:
+    """Median step seconds per case, its ratio to plain CE and to the case's baseline."""
+    model_cfg = ModelConfig(freeze_word_embeddings=True, max_length=max_length, num_layers=layers,
+                            config_overrides={"attention_probs_dropout_prob": 0.0})
+    tok = load_tokenizer(model_cfg)
+    data = encode(tok, load_train_set(DataConfig(data_dir=data_dir, train_size=batch_size * (steps + 1)), "xnli"),
+                  model_cfg.max_length)
+    rows, seconds = [], {}
+    for name, (losses, baseline) in CASES.items():
+        seconds[name] = time_case(model_cfg, LossConfig.model_validate(losses), data, tok, batch_size, steps)
+        rows.append({"step": name, "seconds": seconds[name], "x_plain": seconds[name] / seconds["plain CE (1 pass)"],
+                     "baseline": baseline, "x_baseline": seconds[name] / seconds[baseline] if baseline else None})
+        print(rows[-1], flush=True)
+    return {"scale": {"batch_size": batch_size, "steps": steps, "layers": layers or 12, "max_length": max_length,
+                      "torch_threads": torch.get_num_threads()}, "rows": rows}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="../shared/data")
@@ -57,21 +76,15 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=None, help="keep the first k layers (default: all 12)")
     p.add_argument("--max-length", type=int, default=128)
     args = p.parse_args()
-    model_cfg = ModelConfig(freeze_word_embeddings=True, max_length=args.max_length, num_layers=args.layers,
-                            config_overrides={"attention_probs_dropout_prob": 0.0})
-    tok = load_tokenizer(model_cfg)
-    data = encode(tok, load_train_set(DataConfig(data_dir=args.data_dir, train_size=args.batch_size * (args.steps + 1)), "xnli"),
-                  model_cfg.max_length)
+    result = measure(args.data_dir, args.batch_size, args.steps, args.layers, args.max_length)
+    save("methods", result)
     print(f"offline model, frozen word embeddings, no attention dropout, layers {args.layers or 12}, max length {args.max_length}, "
           f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, median of {args.steps} steps")
     print("| step | time (s) | x plain CE | beyond its encoder passes |")
     print("|---|---|---|---|")
-    seconds: dict[str, float] = {}
-    for name, (losses, baseline) in CASES.items():
-        seconds[name] = time_case(model_cfg, LossConfig.model_validate(losses), data, tok, args.batch_size, args.steps)
-        plain = seconds["plain CE (1 pass)"]
-        beyond = f"{100 * (seconds[name] / seconds[baseline] - 1):+.1f} %" if baseline else "(baseline)"
-        print(f"| {name} | {seconds[name]:.2f} | {seconds[name] / plain:.2f} | {beyond} |", flush=True)
+    for r in result["rows"]:
+        beyond = f"{100 * (r['x_baseline'] - 1):+.1f} %" if r["baseline"] else "(baseline)"
+        print(f"| {r['step']} | {r['seconds']:.2f} | {r['x_plain']:.2f} | {beyond} |")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.losses.terms import unwrap
 from xling_ray.metrics import summarize
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.batches import EncodedSet, collate, encode, epoch_batches
+from xling_ray.train.batches import EncodedSet, collate, epoch_batches
+from xling_ray.train.cache import default_encoded_dir, encode_cached
 from xling_ray.train.evaluate import evaluate
 from xling_ray.train.session import Session, scratch_dir
 from xling_ray.train.step import training_step
@@ -91,14 +92,17 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
     tokenizer = load_tokenizer(recipe.model)
     pad_id = tokenizer.pad_token_id
     eval_sets = load_eval_sets(recipe.data)
+    encoded_dir = default_encoded_dir(recipe.model.cache_dir)
     tasks = []
     for i, task in enumerate(recipe.data.tasks):
         bench = get_benchmark(task)
         seed_everything(recipe.train.seed + 1000 * i)  # the classifier head's init
         model = session.prepare_model(load_model(model_config_for(recipe), num_labels=bench.num_labels))
         train_data = load_train_set(recipe.data, task)
-        train = encode(tokenizer, train_data, recipe.model.max_length)
-        evals = {lang: encode(tokenizer, d, recipe.model.max_length) for lang, d in eval_sets[task].items()}
+        # Tokenised once per sweep: later trials read the sets from the on-disk cache (xling_ray.train.cache).
+        train = encode_cached(tokenizer, train_data, recipe.model.max_length, encoded_dir)
+        evals = {lang: encode_cached(tokenizer, d, recipe.model.max_length, encoded_dir)
+                 for lang, d in eval_sets[task].items()}
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorms

@@ -1,0 +1,157 @@
+"""Item 3: xling-ray's sweep against ``Trainer.hyperparameter_search(backend="ray")``.
+
+    python bench/peer_search.py --data-dir ../shared/data [--trials 3] [--train-size 200] [--per-language 30] [--layers 4]
+
+The same search space (the quickstart's: learning rate log-uniform in [2e-5, 2e-4],
+warm-up ratio uniform in [0, 0.2], batch size 8 or 16), the same budget (trials, one
+epoch, English training pairs, the offline model cut to ``--layers`` layers with frozen
+word embeddings, length 64), the same 15 XNLI evaluation sets (the same ids), the same
+objective (XNLI's transfer gap, minimised), one trial at a time with ``--cpus`` CPUs each.
+XNLI only: a Trainer fine-tunes one model, so one task keeps the two sides equal.
+
+The peer is what a transformers user writes: a ``model_init``, tokenised datasets, a
+``compute_metrics`` computing the gap over the concatenated language sets, and
+``hyperparameter_search`` with Ray Tune (Optuna's TPE, seeded, as the sweep's searcher).
+Wall time covers each side's whole run: Ray's start, every trial, Ray's shutdown.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from ray import cloudpickle
+
+from _common import save
+from xling_ray.config import ModelConfig, RecipeConfig
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import bench/
+
+XNLI_LANGUAGES = ("en", "ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
+
+
+def recipe_for(args) -> RecipeConfig:
+    return RecipeConfig.model_validate({
+        "model": ModelConfig(freeze_word_embeddings=True, max_length=64, num_layers=args.layers).model_dump(),
+        "data": {"data_dir": os.path.abspath(args.data_dir), "tasks": ["xnli"], "languages": list(XNLI_LANGUAGES),
+                 "train_size": args.train_size, "eval_max_per_language": args.per_language},
+        "train": {"epochs": 1, "eval_batch_size": 64},
+        "scaling": {"num_workers": 1, "cpus_per_worker": args.cpus, "use_gpu": False},
+    })
+
+
+def run_ours(recipe: RecipeConfig, trials: int) -> dict:
+    from ray.tune import ExperimentAnalysis
+
+    from xling_ray.tune.space import SearchSpace
+    from xling_ray.tune.sweep import run_sweep
+
+    space = SearchSpace.model_validate({
+        "recipe": recipe.model_dump(),
+        "search": {"train.lr": {"loguniform": [2e-5, 2e-4]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]},
+                   "train.batch_size": {"choice": [8, 16]}},
+        "sweep": {"num_samples": trials, "seeds": 1, "seed": 0, "max_concurrent_trials": 1},
+    })
+    with tempfile.TemporaryDirectory() as storage:
+        t0 = time.perf_counter()
+        run_dir = run_sweep(space, storage=storage, name="peer", verbose=0)
+        wall = time.perf_counter() - t0
+        results = [t.last_result for t in ExperimentAnalysis(str(run_dir)).trials]
+    best = min(results, key=lambda r: r["gap"])
+    return {"wall_s": wall, "best_gap": best["gap"], "best_acc_en": best["acc_en"],
+            "best_config": {k: v for k, v in best["config"].items()},
+            "gaps": [r["gap"] for r in results]}
+
+
+def run_peer(recipe: RecipeConfig, trials: int, cpus: int) -> dict:
+    import ray
+    from datasets import Dataset
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from xling_ray.data import load_eval_sets, load_train_set
+    from xling_ray.models import load_model, load_tokenizer
+
+    t0 = time.perf_counter()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        tok = load_tokenizer(recipe.model)
+        length = recipe.model.max_length
+
+        def dataset(d):
+            enc = tok(list(d.text_a), list(d.text_b), truncation=True, max_length=length)
+            return Dataset.from_dict({**enc, "labels": list(d.labels)})
+
+        train = dataset(load_train_set(recipe.data, "xnli"))
+        evals = load_eval_sets(recipe.data)["xnli"]
+        languages = np.array([lang for lang, d in evals.items() for _ in range(len(d))])
+        from datasets import concatenate_datasets
+
+        eval_ds = concatenate_datasets([dataset(d) for d in evals.values()])
+        model_cfg = recipe.model
+
+        def model_init(trial=None):
+            return load_model(model_cfg, num_labels=3)
+
+        def compute_metrics(p):
+            correct = p.predictions.argmax(-1) == p.label_ids
+            acc = {lang: 100.0 * correct[languages == lang].mean() for lang in evals}
+            return {"acc_en": acc["en"], "gap": acc["en"] - np.mean([v for k, v in acc.items() if k != "en"])}
+
+        with tempfile.TemporaryDirectory() as out:
+            args = TrainingArguments(output_dir=out, num_train_epochs=1, per_device_eval_batch_size=64,
+                                     weight_decay=0.01, max_grad_norm=1.0, eval_strategy="no", save_strategy="no",
+                                     report_to="none", use_cpu=True, disable_tqdm=True, seed=0, log_level="error",
+                                     optim="adamw_torch")
+            trainer = Trainer(args=args, model_init=model_init, train_dataset=train, eval_dataset=eval_ds,
+                              data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics)
+            best = trainer.hyperparameter_search(
+                hp_space=lambda _: {"learning_rate": tune.loguniform(2e-5, 2e-4),
+                                    "warmup_steps": tune.uniform(0.0, 0.2),
+                                    "per_device_train_batch_size": tune.choice([8, 16])},
+                compute_objective=lambda m: m["eval_gap"], n_trials=trials, direction="minimize", backend="ray",
+                resources_per_trial={"cpu": cpus}, max_concurrent_trials=1,
+                search_alg=OptunaSearch(metric="objective", mode="min", sampler=TPESampler(seed=0)),
+                storage_path=out, verbose=0,
+            )
+            gaps = [t.last_result.get("objective") for t in best.run_summary.trials]
+            acc_en = next(t.last_result.get("eval_acc_en") for t in best.run_summary.trials if t.trial_id == best.run_id)
+    finally:
+        ray.shutdown()
+    return {"wall_s": time.perf_counter() - t0, "best_gap": best.objective, "best_acc_en": acc_en,
+            "best_config": best.hyperparameters, "gaps": gaps}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--train-size", type=int, default=200)
+    p.add_argument("--per-language", type=int, default=30)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--cpus", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2, help="searches per side, in ABBA order")
+    args = p.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    recipe = recipe_for(args)
+    result = {"scale": {k: getattr(args, k) for k in ("trials", "train_size", "per_language", "layers", "cpus", "repeats")}}
+    sides = {"xling_ray": lambda: run_ours(recipe, args.trials), "peer": lambda: run_peer(recipe, args.trials, args.cpus)}
+    for r in range(args.repeats):
+        # ABBA order: the machine's load drifts, and neither side should always run first.
+        for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+            result.setdefault(f"{side}_runs", []).append(sides[side]())
+            print(side, result[f"{side}_runs"][-1], flush=True)
+    for side in sides:
+        runs = result[f"{side}_runs"]
+        result[side] = {**min(runs, key=lambda x: x["best_gap"]), "wall_s": sum(x["wall_s"] for x in runs) / len(runs)}
+    save("peer", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Items 2 and 6: per-trial overhead and memory of a local sweep.
+
+    python bench/trial_overhead.py --data-dir ../shared/data [--trials 3] [--train-size 32] [--per-language 10]
+
+Runs the quickstart recipe (offline model, frozen word embeddings, length 64) as a
+local sweep twice, with a budget small enough that start-up dominates:
+
+* **ours**: one CPU worker trains inside the Tune trial's process (``TuneSession``),
+  evaluation sets from the tokenisation cache (emptied for this recipe first, so the
+  first trial tokenises and the later ones read);
+* **Ray Train worker group**: the same trials forced through a one-worker
+  ``TorchTrainer`` (what a trial did before, and what a user of Ray Train would write).
+
+Every trial's process logs wall-clock times (``time.time()``, one clock for all processes
+of the machine): entering the trainable, the first training step, leaving. Overhead of a
+trial = its first step minus the previous trial's exit (the first trial: minus the
+sweep's start, Ray's start-up included, reported apart). A thread samples the RSS of
+the driver and all its descendant processes (Ray's daemons and trial actors) every 0.5 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+
+from ray import cloudpickle
+
+from _common import save
+from xling_ray.config import ModelConfig, RecipeConfig
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import bench/
+
+
+def _log(path: str, **event) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "t": time.time(), **event}) + "\n")
+
+
+def _hook_first_step(path: str, trial: str) -> None:
+    """Log the first training step of this process."""
+    import xling_ray.train.loop as loop
+
+    original = loop.training_step
+
+    def first(*args, **kwargs):
+        loop.training_step = original
+        _log(path, trial=trial, event="first_step")
+        return original(*args, **kwargs)
+
+    loop.training_step = first
+
+
+def make_trainable(path: str, through_ray_train: bool):
+    def timed_trial(config, recipe):
+        from ray import tune
+
+        import xling_ray.tune.trainable as trainable
+
+        trial = tune.get_context().get_trial_id()
+        _log(path, trial=trial, event="enter")
+        if through_ray_train:
+            import xling_ray.train.ray_train as ray_train
+
+            original = ray_train.train_loop_per_worker
+
+            def worker(cfg):
+                _hook_first_step(path, trial)
+                original(cfg)
+
+            ray_train.train_loop_per_worker = worker
+            trainable.uses_ray_train = lambda r: True
+        else:
+            _hook_first_step(path, trial)
+        trainable.run_trial(config, recipe)
+        _log(path, trial=trial, event="exit", maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    return timed_trial
+
+
+class RssSampler(threading.Thread):
+    """Sum of the RSS of this process and all its descendants, every ``period`` seconds."""
+
+    def __init__(self, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.period, self.samples, self._stop_event = period, [], threading.Event()
+
+    def run(self):
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop_event.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.samples.append((time.time(), total / 2**20))
+            self._stop_event.wait(self.period)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+
+
+def forget_encodings(recipe: RecipeConfig) -> int:
+    """Delete this recipe's entries from the tokenisation cache (so the first trial is cold)."""
+    from xling_ray.data import load_eval_sets, load_train_set
+    from xling_ray.models import load_tokenizer
+    from xling_ray.train.cache import cache_key, default_encoded_dir
+
+    tok = load_tokenizer(recipe.model)
+    sets = [d for per in load_eval_sets(recipe.data).values() for d in per.values()]
+    sets += [load_train_set(recipe.data, t) for t in recipe.data.tasks]
+    n = 0
+    for d in sets:
+        path = default_encoded_dir(recipe.model.cache_dir) / f"{cache_key(tok, d, recipe.model.max_length)}.npz"
+        if path.is_file():
+            path.unlink()
+            n += 1
+    return n
+
+
+def run(space, through_ray_train: bool) -> dict:
+    import ray
+
+    import xling_ray.tune.sweep as sweep
+    import xling_ray.tune.trainable as trainable
+
+    events = tempfile.mktemp(suffix=".jsonl", prefix="xling_overhead_")
+    forget_encodings(space.recipe)
+    original_run, original_uses = sweep.run_trial, trainable.uses_ray_train
+    sweep.run_trial = make_trainable(events, through_ray_train)
+    if through_ray_train:
+        # The driver's resource request: a token for the trial, the worker group asks for its own.
+        sweep.trial_resources = lambda r: {"cpu": 0, "memory": 1}
+    sampler = RssSampler()
+    sampler.start()
+    start = time.time()
+    try:
+        with tempfile.TemporaryDirectory() as storage:
+            sweep.run_sweep(space, storage=storage, name="overhead", verbose=0)
+    finally:
+        end = time.time()
+        sampler.stop()
+        sweep.run_trial, trainable.uses_ray_train = original_run, original_uses
+        sweep.trial_resources = trainable.trial_resources
+        assert not ray.is_initialized()
+    log = [json.loads(line) for line in open(events)]
+    os.unlink(events)
+    trials = []
+    for e in log:
+        if e["event"] == "enter":
+            trials.append({"trial": e["trial"], "enter": e["t"]})
+    by_id = {t["trial"]: t for t in trials}
+    for e in log:
+        if e["event"] == "first_step":
+            by_id[e["trial"]].setdefault("first_step", e["t"])
+        elif e["event"] == "exit":
+            by_id[e["trial"]].update(exit=e["t"], maxrss_mb=e["maxrss_mb"])
+    trials.sort(key=lambda t: t["enter"])
+    previous = start
+    rows = []
+    for k, t in enumerate(trials):
+        window = [m for s, m in sampler.samples if previous <= s <= t.get("exit", end)]
+        rows.append({
+            "trial": k + 1,
+            "since_previous_exit_to_enter_s": t["enter"] - previous,
+            "enter_to_first_step_s": t["first_step"] - t["enter"],
+            "overhead_s": t["first_step"] - previous,
+            "trial_s": t["exit"] - t["enter"],
+            "trial_process_peak_rss_mb": t["maxrss_mb"],
+            "sweep_tree_peak_rss_mb_in_window": max(window) if window else None,
+            "sweep_tree_rss_mb_at_exit": min(((abs(s - t["exit"]), m) for s, m in sampler.samples), default=(0, None))[1],
+        })
+        previous = t["exit"]
+    return {"wall_s": end - start, "after_last_trial_s": end - previous,
+            "sweep_tree_peak_rss_mb": max(m for _, m in sampler.samples), "trials": rows}
+
+
+def main() -> None:
+    from xling_ray.tune.space import SearchSpace
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--train-size", type=int, default=32, help="English pairs per task (2 steps of 16)")
+    p.add_argument("--per-language", type=int, default=10)
+    p.add_argument("--layers", type=int, default=None, help="keep the first k layers (default: all 12)")
+    p.add_argument("--cpus", type=int, default=1, help="CPUs (torch threads) per trial")
+    p.add_argument("--repeats", type=int, default=2, help="sweeps per side, in ABBA order")
+    p.add_argument("--skip-ray-train", action="store_true", help="measure ours only")
+    args = p.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    space = SearchSpace.model_validate({
+        "recipe": RecipeConfig.model_validate({
+            "model": ModelConfig(freeze_word_embeddings=True, max_length=64, num_layers=args.layers).model_dump(),
+            "data": {"data_dir": os.path.abspath(args.data_dir), "train_size": args.train_size,
+                     "eval_max_per_language": args.per_language},
+            "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64},
+            "scaling": {"num_workers": 1, "cpus_per_worker": args.cpus, "use_gpu": False},
+        }).model_dump(),
+        "search": {"train.lr": {"loguniform": [2e-5, 2e-4]}},
+        "sweep": {"num_samples": args.trials, "seeds": 1, "sampler": "random", "max_concurrent_trials": 1},
+    })
+    result = {"scale": {"repeats": args.repeats, "trials": args.trials, "train_size": args.train_size, "per_language": args.per_language,
+                        "layers": args.layers or 12, "max_length": 64, "cpus_per_trial": args.cpus}}
+    sides = ["ours"] + ([] if args.skip_ray_train else ["ray_train"])
+    for r in range(args.repeats):
+        # ABBA order: the machine's load drifts, and neither side should always run first.
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            out = run(space, through_ray_train=side == "ray_train")
+            result.setdefault(f"{side}_runs", []).append(out)
+            print(side, json.dumps(out, indent=1), flush=True)
+    for side in sides:
+        result[side] = result[f"{side}_runs"][0]
+    save("overhead", result)
+
+
+if __name__ == "__main__":
+    main()
