@@ -11,19 +11,15 @@ from xling_ray.cli import main
 from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
 from xling_ray.data import open_source
 from xling_ray.losses.alignment import alignment, uniformity
-from xling_ray.report.diagnostics import (
+from xling_ray.report.diagnostics import Encoder, diagnose_models, resolve_encoders, side_by_side, write_diagnostics
+from xling_ray.train.diagnostics import (
     METRICS,
-    Encoder,
     centroid_distances,
-    diagnose_models,
     language_diagnostics,
     language_tasks,
     parallel_sentences,
-    resolve_encoders,
     retrieval_accuracy,
-    side_by_side,
     translation_distance,
-    write_diagnostics,
 )
 from conftest import TINY_MODEL
 

@@ -162,3 +162,28 @@ def test_a_nan_loss_fails_the_run(tiny_recipe, monkeypatch):
     monkeypatch.setattr(loop_module, "training_step", lambda m, b, c, **kw: real_step(m, b, c, terms=(nan,), **kw))
     with pytest.raises(NonFiniteLossError, match="loss is nan"):
         run_recipe(tiny_recipe.with_updates({"data.tasks": ["pawsx"]}), LocalSession())
+
+
+def test_embedding_diagnostics_are_logged_at_each_evaluation(tiny_recipe):
+    """With a learning rate too small to move the weights, the logged diagnostics equal
+    those of the model as loaded, computed directly."""
+    from xling_ray.data import open_source
+    from xling_ray.models import load_model, load_tokenizer
+    from xling_ray.train.diagnostics import METRICS, diagnostics_table, embed_parallel, parallel_sentences, summary_metrics
+    from xling_ray.train.loop import model_config_for, seed_everything
+
+    recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": 1, "train.lr": 1e-12,
+                                       "train.diagnostics_per_language": 8})
+    session = LocalSession()
+    last = run_recipe(recipe, session)
+    assert {f"diag_pawsx_{m}" for m in METRICS} <= set(last)
+    assert 0 <= last["diag_pawsx_retrieval_en_to_x"] <= 100 and 0 <= last["diag_pawsx_alignment"] <= 2
+    seed_everything(recipe.train.seed)  # as build_tasks does for the first task
+    model = load_model(model_config_for(recipe), num_labels=2)
+    sentences = parallel_sentences("pawsx", ["en", "de", "es", "fr", "ja", "ko", "zh"], 8, "validation", recipe.data.seed,
+                                   open_source(recipe.data.data_dir))
+    assert set(sentences.texts) == {"en", "de", "es", "fr", "ja", "ko", "zh"}
+    direct = summary_metrics(diagnostics_table({"pawsx": embed_parallel(model, load_tokenizer(recipe.model), sentences,
+                                                                         max_length=recipe.model.max_length)}))
+    for key, value in direct.items():
+        assert last[key] == pytest.approx(value, abs=1e-4), key

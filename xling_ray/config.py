@@ -86,6 +86,10 @@ class TrainConfig(_Strict):
     epochs: int = Field(2, ge=1)
     eval_every_steps: int | None = Field(None, ge=1, description="also evaluate every N steps (default: once per epoch)")
     max_grad_norm: float | None = Field(1.0, gt=0)
+    diagnostics_per_language: int | None = Field(
+        None, ge=2, description="also log embedding diagnostics (diag_<task>_<metric>: translation retrieval, alignment, "
+                                "uniformity, centroid distance; xling_ray.train.diagnostics) at every evaluation, "
+                                "on n parallel sentences per language")
     seed: int = 0
 
 

@@ -93,7 +93,7 @@ def load_trials(run_dir: str | Path, space: SearchSpace | None = None, describe=
         config_id = config_id or groups.setdefault(key, trial.trial_id)
         result = trial.last_result or {}
         row = {"trial_id": trial.trial_id, "status": trial.status, "config_id": config_id, "seed": seed}
-        row.update({k: v for k, v in result.items() if k.startswith(("acc_", "gap"))})
+        row.update({k: v for k, v in result.items() if k.startswith(("acc_", "gap", "diag_"))})
         row["epoch"] = result.get("epoch")
         row.update(settings)
         row["error"] = _error_line(trial)
@@ -115,7 +115,7 @@ def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constr
     """One ranked row per configuration (see the module docstring)."""
     if trials.empty:
         return trials
-    metric_cols = [c for c in trials.columns if c.startswith(("acc_", "gap"))]
+    metric_cols = [c for c in trials.columns if c.startswith(("acc_", "gap", "diag_"))]
     settings = [c for c in trials.columns if c not in {"trial_id", "status", "config_id", "seed", "epoch", "error", *metric_cols}]
     rows = []
     for config_id, g in trials.groupby("config_id", sort=False):

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from xling_ray.report.diagnostics import METRIC_TITLES, METRICS  # noqa: E402
+from xling_ray.train.diagnostics import METRIC_TITLES, METRICS  # noqa: E402
 
 
 TASK_NAMES = {"xnli": "XNLI", "pawsx": "PAWS-X"}

@@ -25,12 +25,13 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from xling_ray.config import RecipeConfig
-from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
+from xling_ray.data import get_benchmark, load_eval_sets, load_train_set, open_source
 from xling_ray.losses.terms import unwrap
 from xling_ray.metrics import summarize
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import EncodedSet, collate, epoch_batches
 from xling_ray.train.cache import default_encoded_dir, encode_cached
+from xling_ray.train.diagnostics import ParallelSentences, diagnostics_table, embed_parallel, parallel_sentences, summary_metrics
 from xling_ray.train.evaluate import evaluate
 from xling_ray.train.session import Session, scratch_dir
 from xling_ray.train.step import training_step
@@ -62,6 +63,7 @@ class TaskState:
     train: EncodedSet
     evals: dict[str, EncodedSet]
     term_state: dict[str, Any]  # what loss terms keep across steps (see StepContext.state)
+    diagnostics: ParallelSentences | None = None  # parallel sentences for train.diagnostics_per_language
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -124,7 +126,12 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
             term_state["adjustment"] = prepare_adjustment(unwrap(model), tokenizer,
                                                           parallel_pairs(recipe, task, eval_sets),
                                                           recipe.losses.adjustment, recipe.model.max_length)
-        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state))
+        diagnostics = None
+        if recipe.train.diagnostics_per_language:
+            langs = [l for l in recipe.data.languages if l in bench.languages]
+            diagnostics = parallel_sentences(task, langs, recipe.train.diagnostics_per_language, recipe.data.split,
+                                             recipe.data.seed, open_source(recipe.data.data_dir))
+        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state, diagnostics))
     return tasks, pad_id
 
 
@@ -180,6 +187,18 @@ def save_models(tasks: list[TaskState], tokenizer_source: RecipeConfig, path: st
         folder = os.path.join(path, t.task)
         unwrap(t.model).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+
+
+def _diagnostics(tasks: list[TaskState], recipe: RecipeConfig) -> dict[str, float]:
+    """``diag_<task>_<metric>`` of each task's model on its parallel sentences (see
+    :mod:`xling_ray.train.diagnostics`); empty unless ``train.diagnostics_per_language``."""
+    out: dict[str, float] = {}
+    for t in tasks:
+        if t.diagnostics is not None:
+            embeddings = embed_parallel(unwrap(t.model), t.term_state["tokenizer"], t.diagnostics,
+                                        max_length=recipe.model.max_length, batch_size=recipe.train.eval_batch_size)
+            out.update(summary_metrics(diagnostics_table({t.task: embeddings})))
+    return out
 
 
 def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = False) -> dict[str, Any]:
@@ -258,6 +277,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                 per_task = max(1, n_sum // len(tasks))
                 last = {
                     **summarize(accuracy),
+                    **(_diagnostics(tasks, recipe) if session.rank == 0 else {}),
                     **{k: v / per_task for k, v in sums.items()},
                     **once,
                     "epoch": epoch + done / rounds,
