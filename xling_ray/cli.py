@@ -155,14 +155,12 @@ def _train(args: argparse.Namespace) -> int:
         updates["scaling.use_gpu"] = args.gpus_per_worker > 0
     if args.epochs:
         updates["train.epochs"] = args.epochs
-    if args.split:
-        updates["data.split"] = args.split
-        if exported.recipe.losses.pool.split != args.split:
-            updates["data.eval_skip_first"] = {}
     if args.data_dir:
         updates["data.data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     updates.update({k.removeprefix("recipe."): v for k, v in _overrides(args).items()})
     recipe = exported.recipe.with_updates(updates)
+    if args.split:
+        recipe = recipe.evaluated_on(args.split)
     output = Path(args.output or f"xling_models/{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     metrics = train_production(recipe, output, address=args.address)
     write_exported(exported.model_copy(update={"recipe": recipe}), output / "recipe.yaml")

@@ -248,6 +248,13 @@ class RecipeConfig(_Strict):
     losses: LossConfig = LossConfig()
     scaling: ScalingConfig = ScalingConfig()
 
+    def evaluated_on(self, split: Literal["validation", "test"]) -> "RecipeConfig":
+        """This recipe scored on all of ``split`` (``final``, ``train --split``): nothing held
+        out, and evaluation examples left out only to keep a pool of the same split apart."""
+        skip = self.data.eval_skip_first if self.losses.pool.split == split else {}
+        return self.with_updates({"data.split": split, "data.eval_part": "search", "data.heldout": {},
+                                  "data.eval_skip_first": skip})
+
     def with_updates(self, flat: dict[str, Any]) -> "RecipeConfig":
         """A copy with dotted keys (``train.lr``) set, validated again."""
         return recipe_from_dict(set_dotted(self.model_dump(), flat))

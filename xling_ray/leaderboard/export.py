@@ -23,14 +23,13 @@ import platform
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xling_ray.config import ConfigError, RecipeConfig, format_validation_error
-from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, SUMMARY_COLUMNS, Leaderboard, build_leaderboard
+from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, SUMMARY_COLUMNS, Leaderboard, build_leaderboard, plain_value
 
 KEY_PACKAGES = {"xling_ray": "xling-ray", "torch": "torch", "transformers": "transformers", "ray": "ray",
                 "optuna": "optuna", "pot": "pot", "scikit_learn": "scikit-learn", "numpy": "numpy"}
@@ -95,7 +94,7 @@ def export_config(run_dir: str | Path, rank: int = 1, board: Leaderboard | None 
         raise ConfigError(f"rank {rank} ({row['config_id']}) is {row['status']}, not a finished configuration: "
                           f"{row.get('error') or 'some of its seeds have not finished'}")
     trials = board.trials[board.trials["config_id"] == row["config_id"]]
-    settings = {k: _plain(row[k]) for k in space.search}
+    settings = {k: plain_value(row[k]) for k in space.search}
     recipe = space.recipe.with_updates(settings)
     seeds = [int(s) for s in trials["seed"]]
     recipe = recipe.with_updates({"train.seed": seeds[0]})
@@ -107,11 +106,6 @@ def export_config(run_dir: str | Path, rank: int = 1, board: Leaderboard | None 
                 for _, t in trials.iterrows()],
     )
     return ExportedRecipe(recipe=recipe, seeds=seeds, source=source, versions=library_versions())
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars from pandas back to Python values (YAML, pydantic)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def dump_exported(exported: ExportedRecipe) -> str:

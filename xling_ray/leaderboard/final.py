@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from xling_ray.config import ConfigError, RecipeConfig
-from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, group_configs, load_trials
+from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, group_configs, load_trials, plain_value
 
 
 def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False, seeds: int | None = None,
@@ -42,20 +42,18 @@ def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False,
         raise ConfigError(f"{run_dir}: no finished{' feasible' if 'feasible' in configs else ''} configuration to retrain")
     jobs = {}
     for _, row in chosen.iterrows():
-        settings = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in space.search}
+        settings = {k: plain_value(row[k]) for k in space.search}
         base = space.recipe.with_updates(settings)
         if heldout:
             if not base.data.heldout:
                 raise ConfigError(f"{run_dir}: the sweep set no evaluation examples aside (recipe.data.heldout); "
                                   "use --split test")
-            evaluation = {"data.eval_part": "heldout"}
+            base = base.with_updates({"data.eval_part": "heldout"})
         else:
-            # Evaluation ids left out only to keep a pool of the same split apart; nothing held out of another split.
-            evaluation = {"data.split": split, "data.eval_part": "search", "data.heldout": {},
-                          "data.eval_skip_first": base.data.eval_skip_first if base.losses.pool.split == split else {}}
+            base = base.evaluated_on(split)
         searched = [int(t) for t in board.trials.loc[board.trials["config_id"] == row["config_id"], "seed"]]
         for seed in searched if seeds is None else [base.train.seed + i for i in range(seeds)]:
-            recipe = base.with_updates({"train.seed": seed, **evaluation, **(overrides or {})})
+            recipe = base.with_updates({"train.seed": seed, **(overrides or {})})
             jobs[f"{row['config_id']}-seed{seed}"] = {"config_id": row["config_id"], "seed": seed,
                                                      "settings": settings, "recipe": recipe.model_dump()}
     return jobs

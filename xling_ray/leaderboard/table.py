@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -163,6 +164,11 @@ def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constr
     return df[first + rest + ["seed_list", "trial_ids", "error"]].reset_index(drop=True)
 
 
+def plain_value(value: Any) -> Any:
+    """A numpy scalar from a pandas cell as the Python value (YAML, pydantic and Optuna want those)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def pareto_front(values: np.ndarray, modes) -> np.ndarray:
     """Boolean mask of the rows of ``values`` (n x k) that no other row dominates:
     ``b`` dominates ``a`` when it is at least as good in every objective (``min``:
@@ -253,7 +259,3 @@ def _to_text(df: pd.DataFrame) -> str:
     with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 80):
         return df.to_string(index=False, formatters=formatters)
 
-
-def rank_trials(df: pd.DataFrame, metric: str = "gap") -> pd.DataFrame:
-    """Trials (one seed each) as a leaderboard of their own: each a configuration of one."""
-    return group_configs(df.assign(config_id=df["trial_id"]), (metric,), ("min",))

@@ -13,12 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from xling_ray.config import RecipeConfig
 from xling_ray.leaderboard import build_leaderboard
-from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, Leaderboard, pareto_front
+from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, Leaderboard, pareto_front, plain_value
 from xling_ray.tune.space import Distribution, SearchSpace
 
 #: Recipe fields that say where things are on one machine, not what a trial does.
@@ -164,7 +163,7 @@ def param_importances(board: Leaderboard, space: SearchSpace | None, searched: l
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
     for _, row in done.iterrows():
-        params = {k: _plain(row[k]) for k in dists}
+        params = {k: plain_value(row[k]) for k in dists}
         study.add_trial(optuna.trial.create_trial(value=float(row[metric]), params=params, distributions=dists))
     try:
         imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
@@ -173,11 +172,6 @@ def param_importances(board: Leaderboard, space: SearchSpace | None, searched: l
     if not any(math.isfinite(v) and v > 0 for v in imp.values()):
         return {}, f"every finished configuration has the same {metric}"
     return dict(imp), f"fANOVA over {len(done)} finished configurations, on {metric} (mean over seeds)"
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars to Python ones (Optuna checks membership and types)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # ---------------------------------------------------------------- learning curves
@@ -228,7 +222,7 @@ def config_difference(board: Leaderboard, space: SearchSpace | None, searched: l
     base = _flatten(base_recipe.model_dump())
     columns: dict[str, dict[str, Any]] = {}
     for _, row in configs.head(top).iterrows():
-        settings = {k: _plain(row[k]) for k in searched if k in row and not _missing(row[k])}
+        settings = {k: plain_value(row[k]) for k in searched if k in row and not _missing(row[k])}
         try:
             recipe = _flatten(base_recipe.with_updates(settings).model_dump())
         except Exception:  # a setting the current code no longer accepts: show it as given

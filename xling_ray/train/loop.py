@@ -213,18 +213,17 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
     nothing is left to resume, and a finished trial should not keep its
     optimizer state on disk."""
     start = time.perf_counter()
-    with session.restore() as ckpt:
-        saved = _read_progress(ckpt) if ckpt else None
-    if saved and saved["epoch"] >= recipe.train.epochs and saved.get("last"):
-        session.report(saved["last"], None)
-        return saved["last"]
-    seed_everything(recipe.train.seed)
-    tasks, pad_id = build_tasks(recipe, session)
-    seed_everything(recipe.train.seed)
     progress = {"epoch": 0, "round": 0}
     sums: dict[str, float] = {}
     once: dict[str, float] = {}  # reported with the first evaluation only
-    with session.restore() as ckpt:
+    with session.restore() as ckpt:  # fetched once
+        saved = _read_progress(ckpt) if ckpt else None
+        if saved and saved["epoch"] >= recipe.train.epochs and saved.get("last"):
+            session.report(saved["last"], None)  # finished: nothing to build
+            return saved["last"]
+        seed_everything(recipe.train.seed)
+        tasks, pad_id = build_tasks(recipe, session)
+        seed_everything(recipe.train.seed)
         if ckpt:
             progress = _load(tasks, ckpt)
         elif recipe.losses.adjustment.regime == "before":
