@@ -57,10 +57,10 @@ def test_seed_groups_give_mean_and_sample_std_and_rank_on_the_mean():
         "trial_id": ["a", "b", "c", "d", "e"],
         "status": ["TERMINATED"] * 4 + ["ERROR"],
         "config_id": ["a", "a", "c", "c", "e"],
-        "seed": [0, 1, 0, 1, 0],
-        "gap": [4.0, 2.0, 1.0, 5.0, float("nan")],
-        "acc_en": [60.0, 62.0, 70.0, 50.0, float("nan")],
-        "acc_target": [56.0, 60.0, 66.0, 48.0, float("nan")],
+        "seed": [0, 1, 1, 0, 0],  # Tune may list a configuration's trials in any order
+        "gap": [4.0, 2.0, 5.0, 1.0, float("nan")],
+        "acc_en": [60.0, 62.0, 50.0, 70.0, float("nan")],
+        "acc_target": [56.0, 60.0, 48.0, 66.0, float("nan")],
         "epoch": [1.0] * 4 + [float("nan")],
         "train.lr": [1e-4, 1e-4, 3e-4, 3e-4, 1e30],
         "error": [""] * 4 + ["NonFiniteLossError: task pawsx: loss is nan"],
@@ -73,6 +73,7 @@ def test_seed_groups_give_mean_and_sample_std_and_rank_on_the_mean():
     assert a["acc_en"] == pytest.approx(61.0) and a["seeds"] == 2 and a["seed_list"] == "0 1"
     c = configs.set_index("config_id").loc["c"]
     assert c["acc_target"] == pytest.approx(57.0) and c["acc_target_std"] == pytest.approx(math.sqrt(162.0))
+    assert c["seed_list"] == "0 1" and c["trial_ids"] == "d c"  # listed in seed order
     e = configs.set_index("config_id").loc["e"]
     assert e["status"] == "ERROR" and "loss is nan" in e["error"] and e["rank"] == 3
 

@@ -93,7 +93,7 @@ def export_config(run_dir: str | Path, rank: int = 1, board: Leaderboard | None 
     if row["status"] != "TERMINATED":
         raise ConfigError(f"rank {rank} ({row['config_id']}) is {row['status']}, not a finished configuration: "
                           f"{row.get('error') or 'some of its seeds have not finished'}")
-    trials = board.trials[board.trials["config_id"] == row["config_id"]]
+    trials = board.trials[board.trials["config_id"] == row["config_id"]].sort_values("seed")
     settings = {k: plain_value(row[k]) for k in space.search}
     recipe = space.recipe.with_updates(settings)
     seeds = [int(s) for s in trials["seed"]]

@@ -51,7 +51,7 @@ def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False,
             base = base.with_updates({"data.eval_part": "heldout"})
         else:
             base = base.evaluated_on(split)
-        searched = [int(t) for t in board.trials.loc[board.trials["config_id"] == row["config_id"], "seed"]]
+        searched = sorted(int(t) for t in board.trials.loc[board.trials["config_id"] == row["config_id"], "seed"])
         for seed in searched if seeds is None else [base.train.seed + i for i in range(seeds)]:
             recipe = base.with_updates({"train.seed": seed, **(overrides or {})})
             jobs[f"{row['config_id']}-seed{seed}"] = {"config_id": row["config_id"], "seed": seed,

@@ -88,7 +88,8 @@ def load_trials(run_dir: str | Path, space: SearchSpace | None = None, describe=
         raise RunNotFoundError(f"{run_dir}: no sweep here ({err}); pass the folder `xling-ray sweep` printed") from None
     describe = describe or _sweep_trial(space.recipe.train.seed if space else 0)
     rows, groups = [], {}
-    for trial in analysis.trials:
+    # Tune lists trials in the order it restored them; sort so ids and seed lists are stable.
+    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
         config_id, seed, settings = describe(trial.config or {})
         key = tuple(sorted((k, repr(v)) for k, v in settings.items()))
         config_id = config_id or groups.setdefault(key, trial.trial_id)
@@ -120,6 +121,7 @@ def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constr
     settings = [c for c in trials.columns if c not in {"trial_id", "status", "config_id", "seed", "epoch", "error", *metric_cols}]
     rows = []
     for config_id, g in trials.groupby("config_id", sort=False):
+        g = g.sort_values("seed", kind="stable")
         statuses = set(g["status"])
         row = {"config_id": config_id, "status": next(s for s in _STATUS_ORDER + sorted(statuses) if s in statuses),
                "seeds": len(g)}
