@@ -8,8 +8,11 @@ local sweep twice, with a budget small enough that start-up dominates:
 * **ours**: one CPU worker trains inside the Tune trial's process (``TuneSession``),
   evaluation sets from the tokenisation cache (emptied for this recipe first, so the
   first trial tokenises and the later ones read);
+  The next trial runs in the finished trial's process (``reuse_actors``);
+* **ours, a fresh process per trial**: the same with ``reuse_actors=False`` (what a
+  sweep did before): every trial starts a process that imports torch and transformers;
 * **Ray Train worker group**: the same trials forced through a one-worker
-  ``TorchTrainer`` (what a trial did before, and what a user of Ray Train would write).
+  ``TorchTrainer`` (what a trial did before that, and what a user of Ray Train would write).
 
 Every trial's process logs wall-clock times (``time.time()``, one clock for all processes
 of the machine): entering the trainable, the first training step, leaving. Overhead of a
@@ -45,7 +48,8 @@ def _hook_first_step(path: str, trial: str) -> None:
     """Log the first training step of this process."""
     import xling_ray.train.loop as loop
 
-    original = loop.training_step
+    # Tune reuses a trial's process for the next trial: wrap the original, not the last wrapper.
+    original = loop.__dict__.setdefault("_bench_training_step", loop.training_step)
 
     def first(*args, **kwargs):
         loop.training_step = original
@@ -66,7 +70,7 @@ def make_trainable(path: str, through_ray_train: bool):
         if through_ray_train:
             import xling_ray.train.ray_train as ray_train
 
-            original = ray_train.train_loop_per_worker
+            original = ray_train.__dict__.setdefault("_bench_loop", ray_train.train_loop_per_worker)
 
             def worker(cfg):
                 _hook_first_step(path, trial)
@@ -126,11 +130,15 @@ def forget_encodings(recipe: RecipeConfig) -> int:
     return n
 
 
-def run(space, through_ray_train: bool) -> dict:
+def run(space, through_ray_train: bool, reuse_actors: bool = True) -> dict:
     import ray
 
     import xling_ray.tune.sweep as sweep
     import xling_ray.tune.trainable as trainable
+
+    tune_config = sweep.tune.TuneConfig
+    if not reuse_actors:
+        sweep.tune.TuneConfig = lambda **kw: tune_config(**{**kw, "reuse_actors": False})
 
     events = tempfile.mktemp(suffix=".jsonl", prefix="xling_overhead_")
     forget_encodings(space.recipe)
@@ -150,6 +158,7 @@ def run(space, through_ray_train: bool) -> dict:
         sampler.stop()
         sweep.run_trial, trainable.uses_ray_train = original_run, original_uses
         sweep.trial_resources = trainable.trial_resources
+        sweep.tune.TuneConfig = tune_config
         assert not ray.is_initialized()
     log = [json.loads(line) for line in open(events)]
     os.unlink(events)
@@ -194,7 +203,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=None, help="keep the first k layers (default: all 12)")
     p.add_argument("--cpus", type=int, default=1, help="CPUs (torch threads) per trial")
     p.add_argument("--repeats", type=int, default=2, help="sweeps per side, in ABBA order")
-    p.add_argument("--skip-ray-train", action="store_true", help="measure ours only")
+    p.add_argument("--skip-ray-train", action="store_true", help="leave out the Ray Train worker group")
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     space = SearchSpace.model_validate({
@@ -210,11 +219,11 @@ def main() -> None:
     })
     result = {"scale": {"repeats": args.repeats, "trials": args.trials, "train_size": args.train_size, "per_language": args.per_language,
                         "layers": args.layers or 12, "max_length": 64, "cpus_per_trial": args.cpus}}
-    sides = ["ours"] + ([] if args.skip_ray_train else ["ray_train"])
+    sides = ["ours", "ours_fresh"] + ([] if args.skip_ray_train else ["ray_train"])
     for r in range(args.repeats):
-        # ABBA order: the machine's load drifts, and neither side should always run first.
+        # ABBA order: the machine's load drifts, and no side should always run first.
         for side in sides if r % 2 == 0 else sides[::-1]:
-            out = run(space, through_ray_train=side == "ray_train")
+            out = run(space, through_ray_train=side == "ray_train", reuse_actors=side != "ours_fresh")
             result.setdefault(f"{side}_runs", []).append(out)
             print(side, json.dumps(out, indent=1), flush=True)
     for side in sides:

@@ -146,6 +146,20 @@ def test_num_layers_keeps_first_layers(full_model, tmp_path):
     assert torch.equal(reloaded.classifier.weight, model.classifier.weight)
 
 
+def test_tokenizer_is_read_once_per_process_until_its_folder_changes(e5_dir, tmp_path):
+    import shutil
+
+    first = load_tokenizer(ModelConfig())
+    assert load_tokenizer(ModelConfig()) is first  # a reused trial process skips parsing tokenizer.json
+    copy = tmp_path / "copy"
+    shutil.copytree(e5_dir, copy, ignore=shutil.ignore_patterns("*.safetensors"))
+    mine = load_tokenizer(ModelConfig(name=str(copy)))
+    assert mine is not first and mine("hola mundo")["input_ids"] == first("hola mundo")["input_ids"]
+    config = copy / "tokenizer_config.json"
+    config.write_text(config.read_text() + "\n")  # still the same JSON, but a new size and mtime
+    assert load_tokenizer(ModelConfig(name=str(copy))) is not mine  # a rewritten file is read again
+
+
 def test_freeze_word_embeddings():
     model = load_model(ModelConfig(freeze_word_embeddings=True), num_labels=3)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}

@@ -64,7 +64,8 @@ def test_search_space_errors_name_the_field(tmp_path):
 
 
 def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny_recipe, tmp_path, capsys):
-    space = _space_file(tmp_path, tiny_recipe, {"train.lr": {"loguniform": [1e-4, 1e-3]}, "train.batch_size": {"choice": [8, 16]}})
+    space = _space_file(tmp_path, tiny_recipe, {"train.lr": {"loguniform": [1e-4, 1e-3]}, "train.batch_size": {"choice": [8, 16]}},
+                        max_concurrent_trials=1)
     rc = main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "t", "--quiet"])
     assert rc == 0
     run = tmp_path / "runs" / "t"
@@ -85,6 +86,14 @@ def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny
     # The leaderboard is rebuilt from the run folder alone.
     again = build_leaderboard(run)
     assert list(again.configs["config_id"]) == list(board["config_id"])
+    # One trial at a time: the second trial ran in the first one's process (reuse_actors).
+    assert again.trials["trial_id"].nunique() == 2 and len(_trial_pids(run)) == 1
+
+
+def _trial_pids(run: Path) -> set[int]:
+    import json
+
+    return {json.loads(line)["pid"] for f in run.glob("*/result.json") for line in f.read_text().splitlines()}
 
 
 def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_path):

@@ -101,7 +101,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
             tuner = tune.Tuner(
                 trainable,
                 param_space={"job": tune.grid_search(list(jobs))},
-                tune_config=tune.TuneConfig(num_samples=1),
+                tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),  # see run_sweep
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=verbose,
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

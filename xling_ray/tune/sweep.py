@@ -143,6 +143,9 @@ def run_sweep(
                 param_space=searched.pop("param_space"),
                 tune_config=tune.TuneConfig(
                     scheduler=scheduler, max_concurrent_trials=s.max_concurrent_trials, **searched,
+                    # The next trial runs in the finished trial's process: no new process to start,
+                    # torch, transformers and the tokenizer already loaded (bench/RESULTS.md, item 2).
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     # On a terminal a live status line (xling_ray.tune.progress) replaces Tune's tables.
