@@ -39,6 +39,12 @@ from xling_ray.config import ModelConfig, RecipeConfig
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import bench/
 
 
+def _rss_mb() -> float:
+    """This process's resident set now (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _log(path: str, **event) -> None:
     with open(path, "a") as f:
         f.write(json.dumps({"pid": os.getpid(), "t": time.time(), **event}) + "\n")
@@ -66,7 +72,7 @@ def make_trainable(path: str, through_ray_train: bool):
         import xling_ray.tune.trainable as trainable
 
         trial = tune.get_context().get_trial_id()
-        _log(path, trial=trial, event="enter")
+        _log(path, trial=trial, event="enter", rss_mb=_rss_mb())
         if through_ray_train:
             import xling_ray.train.ray_train as ray_train
 
@@ -81,7 +87,8 @@ def make_trainable(path: str, through_ray_train: bool):
         else:
             _hook_first_step(path, trial)
         trainable.run_trial(config, recipe)
-        _log(path, trial=trial, event="exit", maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        _log(path, trial=trial, event="exit", rss_mb=_rss_mb(),
+             maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     return timed_trial
 
@@ -136,9 +143,11 @@ def run(space, through_ray_train: bool, reuse_actors: bool = True) -> dict:
     import xling_ray.tune.sweep as sweep
     import xling_ray.tune.trainable as trainable
 
-    tune_config = sweep.tune.TuneConfig
+    from ray import tune
+
+    tune_config = tune.TuneConfig  # run_sweep reads it from ray.tune at call time
     if not reuse_actors:
-        sweep.tune.TuneConfig = lambda **kw: tune_config(**{**kw, "reuse_actors": False})
+        tune.TuneConfig = lambda **kw: tune_config(**{**kw, "reuse_actors": False})
 
     events = tempfile.mktemp(suffix=".jsonl", prefix="xling_overhead_")
     forget_encodings(space.recipe)
@@ -158,20 +167,20 @@ def run(space, through_ray_train: bool, reuse_actors: bool = True) -> dict:
         sampler.stop()
         sweep.run_trial, trainable.uses_ray_train = original_run, original_uses
         sweep.trial_resources = trainable.trial_resources
-        sweep.tune.TuneConfig = tune_config
+        tune.TuneConfig = tune_config
         assert not ray.is_initialized()
     log = [json.loads(line) for line in open(events)]
     os.unlink(events)
     trials = []
     for e in log:
         if e["event"] == "enter":
-            trials.append({"trial": e["trial"], "enter": e["t"]})
+            trials.append({"trial": e["trial"], "enter": e["t"], "rss_at_enter_mb": e["rss_mb"]})
     by_id = {t["trial"]: t for t in trials}
     for e in log:
         if e["event"] == "first_step":
             by_id[e["trial"]].setdefault("first_step", e["t"])
         elif e["event"] == "exit":
-            by_id[e["trial"]].update(exit=e["t"], maxrss_mb=e["maxrss_mb"])
+            by_id[e["trial"]].update(exit=e["t"], maxrss_mb=e["maxrss_mb"], rss_at_exit_mb=e["rss_mb"])
     trials.sort(key=lambda t: t["enter"])
     previous = start
     rows = []
@@ -184,6 +193,8 @@ def run(space, through_ray_train: bool, reuse_actors: bool = True) -> dict:
             "overhead_s": t["first_step"] - previous,
             "trial_s": t["exit"] - t["enter"],
             "trial_process_peak_rss_mb": t["maxrss_mb"],
+            "trial_process_rss_at_enter_mb": t["rss_at_enter_mb"],
+            "trial_process_rss_at_exit_mb": t["rss_at_exit_mb"],
             "sweep_tree_peak_rss_mb_in_window": max(window) if window else None,
             "sweep_tree_rss_mb_at_exit": min(((abs(s - t["exit"]), m) for s, m in sampler.samples), default=(0, None))[1],
         })

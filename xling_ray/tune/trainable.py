@@ -9,6 +9,8 @@ named after the trial, so a restored trial resumes its own Train run.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 from typing import Any
 
@@ -41,8 +43,32 @@ def trial_recipe(recipe: RecipeConfig, config: dict[str, Any]) -> RecipeConfig:
 
 
 def run_trial(config: dict[str, Any], recipe: dict[str, Any]) -> None:
-    """Tune function trainable: ``config`` holds the sampled dotted settings."""
+    """Tune function trainable: ``config`` holds the sampled dotted settings.
+
+    Sweeps reuse a trial's process for the next trial (``reuse_actors``), so a trial
+    hands its memory back when it ends (:func:`release_memory`)."""
     r = trial_recipe(RecipeConfig.model_validate(recipe), config)
+    try:
+        _run(r)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Free what the finished trial left: reference cycles, then the C heap.
+
+    Each trial of a reused Tune actor runs in a new thread, and glibc keeps the
+    memory a thread freed in that thread's arena instead of handing it to the
+    next one: without ``malloc_trim`` the process grew with every trial of the
+    offline model (bench/RESULTS.md, item 6 measures it)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
+def _run(r: RecipeConfig) -> None:
     if not uses_ray_train(r):
         run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker))))
         return
