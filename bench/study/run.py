@@ -11,7 +11,10 @@ pairs per task, one epoch):
    method over its search space in ``search_spaces/`` (XLingLearn, Ding 2022, XITE,
    cross-lingual adjustment with its regime, before or continual, searched), each
    starting from the method's default configuration (the space's
-   ``points_to_evaluate``), one seed per configuration.
+   ``points_to_evaluate``), one seed per configuration. A method's sweep has an
+   English floor (``sweep.constraint``): plain fine-tuning's English accuracy minus
+   ``--english-drop`` points, so that a configuration whose model stopped learning
+   (gap near 0) is not picked while one that learns is at hand.
 2. **Final.** Each method's best configuration, and plain fine-tuning, retrained
    with 3 seeds and ranked with ``final --heldout``.
 3. **Results.** ``bench/study/RESULTS.md``, written from the runs' own leaderboards.
@@ -81,9 +84,23 @@ def study_space(method: str, args):
     if args.smoke and "losses.xite.layer" in search:
         search = {**search, "losses.xite.layer": {"choice": [0, 1, 2]}}  # the tiny model has 2 layers
         points = tuple({**p, "losses.xite.layer": 0} for p in points)
-    sweep = shipped.sweep.model_copy(update={"num_samples": args.samples, "seeds": 1, "points_to_evaluate": points,
-                                             "max_concurrent_trials": 1})
+    update = {"num_samples": args.samples, "seeds": 1, "points_to_evaluate": points, "max_concurrent_trials": 1}
+    if method != "plain":
+        update["constraint"] = english_floor(Path(args.storage), args.english_drop)
+    sweep = shipped.sweep.model_copy(update=update)
     return SearchSpace.model_validate({"recipe": recipe.model_dump(), "search": search, "sweep": sweep.model_dump()})
+
+
+def english_floor(storage: Path, drop: float) -> dict:
+    """``sweep.constraint`` of a method's sweep: English accuracy at least plain
+    fine-tuning's (its search run) minus ``drop`` points. A model that stops
+    learning has a gap near 0; the floor keeps such a configuration from being
+    the method's finalist while any configuration that learns is at hand (the
+    leaderboard ranks infeasible ones last)."""
+    plain = storage / "plain" / "leaderboard.csv"
+    if not plain.exists():
+        raise SystemExit(f"{plain}: run plain fine-tuning first (--methods plain ...): its English accuracy is the floor")
+    return {"metric": "acc_en", "baseline": float(pd.read_csv(plain).iloc[0]["acc_en"]), "delta": drop}
 
 
 def run_stage(method: str, args) -> Path:
@@ -225,12 +242,21 @@ def write_results(storage: Path, args) -> Path:
               "| language | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
     for col in LANGUAGE_COLUMNS:
         lines.append(f"| {col.removeprefix('acc_')} | " + " | ".join(f"{finals[m][col]:.1f}" for m in runs) + " |")
-    lines += ["", "## The configurations", ""]
+    rule = english_floor(storage, args.english_drop)
+    floor = rule["baseline"] - rule["delta"]
+    lines += ["", "## The configurations", "",
+              f"English floor: plain fine-tuning's search English accuracy {rule['baseline']:.1f} minus "
+              f"{rule['delta']:g} = {floor:.1f} (`--english-drop`); a method's finalist is its best-gap configuration "
+              "above the floor, or its best-gap configuration when none is above it.", ""]
     for m in runs:
         space = spaces[m]
         best = searches[m].iloc[0]
         settings = {k: best[k] for k in space.get("search", {}) if k in best}
-        lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(searches[m])}); "
+        above = int((searches[m]["acc_en"] >= floor).sum())
+        feasible = "" if m == "plain" else (
+            f"; English {best['acc_en']:.1f}, {'above' if best['acc_en'] >= floor else '**below**'} the floor; "
+            f"{above} of {len(searches[m])} configurations above it")
+        lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(searches[m])}{feasible}); "
                      + (", ".join(f"`{k}` = {_fmt(v)}" for k, v in settings.items()) or "nothing searched")
                      + f". Run folder: `{_shown(storage / m)}`.")
     figure = _figure(storage, runs, trials)
@@ -280,6 +306,9 @@ def main() -> None:
     p.add_argument("--final-eval", type=int, default=300, help="held-out pairs per language in the final (300)")
     p.add_argument("--smoke", action="store_true", help="a tiny random model and a few examples: tests the pipeline")
     p.add_argument("--methods", nargs="+", default=["plain", *METHODS], choices=["plain", *METHODS])
+    p.add_argument("--english-drop", type=float, default=4.0,
+                   help="a method's configuration is feasible when its English accuracy is at most this many points "
+                        "below plain fine-tuning's (default 4: about one seed's standard deviation of plain's English accuracy here)")
     args = p.parse_args()
     if args.smoke:
         args.final_eval = min(args.final_eval, 12)
