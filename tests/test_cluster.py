@@ -20,12 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from xling_ray.cli import main
 from xling_ray.config import ConfigError
+from xling_ray.leaderboard import read_leaderboard
 from xling_ray.submit import auth_headers, check_job_command, dashboard_address, job_status, load_runtime_env
 from xling_ray.tune.storage import (
     check_shared_storage, is_remote_address, is_shared, open_run_dir, read_text, resolve_storage, run_dir_of,
@@ -184,7 +184,7 @@ def test_a_submitted_sweep_succeeds_on_a_real_head(ray_head, tiny_recipe, tmp_pa
     assert f"ray job logs --address {ray_head} --follow {job}" in printed
     assert f"Job {job} SUCCEEDED" in printed
     assert "Leaderboard of" in printed  # the job's own output, streamed back
-    board = pd.read_csv(runs / "job" / "leaderboard.csv")
+    board = read_leaderboard(runs / "job" / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "TERMINATED").all()
     assert board["gap"].notna().all() and board["train.lr"].nunique() == 2
     # The head wants its token: a client told not to send one is refused, with the reason.
@@ -194,7 +194,7 @@ def test_a_submitted_sweep_succeeds_on_a_real_head(ray_head, tiny_recipe, tmp_pa
             job_status(ray_head, job)
     (runs / "job" / "leaderboard.csv").unlink()
     assert main(["leaderboard", f"file://{runs}/job"]) == 0  # read back through the URI
-    assert pd.read_csv(runs / "job" / "leaderboard.csv").equals(board)
+    assert read_leaderboard(runs / "job" / "leaderboard.csv").equals(board)
     assert main(["report", f"file://{runs}/job", "-o", str(tmp_path / "report.html")]) == 0
     assert (tmp_path / "report.html").stat().st_size > 0
 
@@ -232,7 +232,7 @@ def test_a_stopped_job_resumes_without_losing_or_repeating_trials(ray_head, tiny
                    "--", "sweep", "--resume", str(run), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
-    trials = pd.read_csv(run / "leaderboard_trials.csv")
+    trials = read_leaderboard(run / "leaderboard_trials.csv")
     assert len(trials) == 3 and (trials["status"] == "TERMINATED").all(), trials
     assert trials["trial_id"].is_unique and trials["train.lr"].nunique() == 3  # no trial, no configuration twice
     after = _reports(run)

@@ -4,13 +4,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from xling_ray.cli import main
 from xling_ray.config import ConfigError
-from xling_ray.leaderboard import build_leaderboard
+from xling_ray.leaderboard import build_leaderboard, read_leaderboard
 from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
 from xling_ray.metrics import transfer_gap
 from xling_ray.tune import load_search_space
@@ -69,7 +68,7 @@ def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny
     rc = main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "t", "--quiet"])
     assert rc == 0
     run = tmp_path / "runs" / "t"
-    board = pd.read_csv(run / "leaderboard.csv")
+    board = read_leaderboard(run / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "TERMINATED").all()
     assert set(LANGUAGE_COLUMNS) <= set(board.columns)
     assert {"gap", "gap_xnli", "gap_pawsx", "acc_en", "train.lr", "train.batch_size"} <= set(board.columns)
@@ -104,7 +103,7 @@ def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_pat
     )
     rc = main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "ddp", "--quiet"])
     assert rc == 0
-    board = pd.read_csv(tmp_path / "runs" / "ddp" / "leaderboard.csv")
+    board = read_leaderboard(tmp_path / "runs" / "ddp" / "leaderboard.csv")
     assert len(board) == 1 and board.loc[0, "status"] == "TERMINATED"
     assert not math.isnan(board.loc[0, "gap_pawsx"]) and board.loc[0, "gap"] == board.loc[0, "gap_pawsx"]
     # Every example was evaluated once across both workers: accuracies are multiples of 100/12.
@@ -128,7 +127,7 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
     path = tmp_path / f"{space_name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     assert main(["sweep", str(path), "--storage", str(tmp_path / "runs"), "--name", space_name, "--quiet"]) == 0
-    board = pd.read_csv(tmp_path / "runs" / space_name / "leaderboard.csv")
+    board = read_leaderboard(tmp_path / "runs" / space_name / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "TERMINATED").all()
     assert set(shipped.search) <= set(board.columns)
     for key in shipped.search:
@@ -145,6 +144,6 @@ def test_asha_stops_on_the_one_based_epoch_clock(ray_local, tiny_recipe, tmp_pat
     doc["recipe"]["train"]["epochs"] = 2  # _space_file sets 1; ASHA needs room to stop early
     space.write_text(yaml.safe_dump(doc))
     assert main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "asha", "--quiet"]) == 0
-    board = pd.read_csv(tmp_path / "runs" / "asha" / "leaderboard.csv")
+    board = read_leaderboard(tmp_path / "runs" / "asha" / "leaderboard.csv")
     assert len(board) == 3 and (board["status"] == "TERMINATED").all()
     assert set(board["epoch"]) <= {1.0, 2.0} and (board["epoch"] == 2.0).any()

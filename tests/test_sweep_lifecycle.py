@@ -19,7 +19,7 @@ import yaml
 
 from xling_ray.cli import main
 from xling_ray.config import PAWSX_LANGUAGES
-from xling_ray.leaderboard.table import Constraint, group_configs, pareto_front
+from xling_ray.leaderboard.table import Constraint, group_configs, pareto_front, read_leaderboard
 from xling_ray.tune.space import SearchSpace, SweepConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +76,20 @@ def test_seed_groups_give_mean_and_sample_std_and_rank_on_the_mean():
     assert c["seed_list"] == "0 1" and c["trial_ids"] == "d c"  # listed in seed order
     e = configs.set_index("config_id").loc["e"]
     assert e["status"] == "ERROR" and "loss is nan" in e["error"] and e["rank"] == 3
+
+
+def test_leaderboard_csv_keeps_tune_hex_ids_as_text(tmp_path):
+    from xling_ray.leaderboard import write_leaderboard
+    from xling_ray.leaderboard.table import Leaderboard
+
+    ids = ["4611e919", "12345678"]  # Tune's searcher ids: a float (inf) and an integer to plain read_csv
+    trials = pd.DataFrame({"trial_id": ids, "status": ["TERMINATED"] * 2, "config_id": ids, "seed": [0, 0],
+                           "gap": [1.0, 2.0], "acc_en": [50.0, 50.0], "acc_target": [49.0, 48.0], "epoch": [1.0, 1.0],
+                           "train.lr": [1e-4, 2e-4], "error": ["", ""]})
+    write_leaderboard(Leaderboard(group_configs(trials), trials), tmp_path)
+    assert list(read_leaderboard(tmp_path / "leaderboard.csv")["config_id"]) == ids
+    assert list(read_leaderboard(tmp_path / "leaderboard_trials.csv")["trial_id"]) == ids
+    assert math.isinf(pd.read_csv(tmp_path / "leaderboard.csv")["config_id"][0])  # what read_leaderboard avoids
 
 
 def test_ties_on_the_mean_go_to_higher_target_accuracy_and_the_constraint_ranks_infeasible_last():
@@ -182,20 +196,20 @@ def moo_run(ray_local, tiny_recipe, data_with_test, tmp_path_factory) -> Path:
 
 
 def test_a_nan_configuration_is_marked_failed_and_the_others_finish(moo_run):
-    trials = pd.read_csv(moo_run / "leaderboard_trials.csv")
+    trials = read_leaderboard(moo_run / "leaderboard_trials.csv")
     assert len(trials) == 6
     nan_trials = trials[trials["train.lr"] > 1]
     assert len(nan_trials) == 2 and (nan_trials["status"] == "ERROR").all()
     assert nan_trials["error"].str.contains("loss is nan").all()
     assert (trials[trials["train.lr"] < 1]["status"] == "TERMINATED").all()
-    configs = pd.read_csv(moo_run / "leaderboard.csv")
+    configs = read_leaderboard(moo_run / "leaderboard.csv")
     failed = configs[configs["train.lr"] > 1].iloc[0]
     assert failed["status"] == "ERROR" and failed["rank"] == 3 and "loss is nan" in failed["error"]
 
 
 def test_seed_groups_aggregate_the_trials_of_each_configuration(moo_run):
-    trials = pd.read_csv(moo_run / "leaderboard_trials.csv")
-    configs = pd.read_csv(moo_run / "leaderboard.csv")
+    trials = read_leaderboard(moo_run / "leaderboard_trials.csv")
+    configs = read_leaderboard(moo_run / "leaderboard.csv")
     assert len(configs) == 3 and configs["train.lr"].nunique() == 3
     for _, row in configs.iterrows():
         mine = trials[trials["config_id"] == row["config_id"]]
@@ -208,7 +222,7 @@ def test_seed_groups_aggregate_the_trials_of_each_configuration(moo_run):
 
 
 def test_the_leaderboard_marks_the_pareto_front_of_the_feasible_configurations(moo_run):
-    configs = pd.read_csv(moo_run / "leaderboard.csv")
+    configs = read_leaderboard(moo_run / "leaderboard.csv")
     assert list(configs["feasible"]) == [bool(v >= BASELINE_EN) for v in configs["acc_en"].fillna(-1)]
     eligible = configs[(configs["status"] == "TERMINATED") & configs["feasible"]]
     expected = set(eligible.iloc[_brute_force_front(eligible[["gap", "acc_target"]].to_numpy(), ["min", "max"])]["config_id"])
@@ -237,7 +251,7 @@ def test_export_then_train_reproduces_the_trial_on_cpu(moo_run, tmp_path, capsys
     out = tmp_path / "best.yaml"
     assert main(["export", str(moo_run), "--rank", "1", "-o", str(out)]) == 0
     exported = yaml.safe_load(out.read_text())
-    board = pd.read_csv(moo_run / "leaderboard.csv")
+    board = read_leaderboard(moo_run / "leaderboard.csv")
     best = board.iloc[0]
     assert exported["recipe"]["train"]["lr"] == pytest.approx(best["train.lr"])
     assert exported["seeds"] == [0, 1] and exported["recipe"]["train"]["seed"] == 0
@@ -262,15 +276,15 @@ def test_export_then_train_reproduces_the_trial_on_cpu(moo_run, tmp_path, capsys
 
 def test_final_retrains_the_top_configurations_with_their_seeds_on_the_test_split(moo_run):
     assert main(["final", str(moo_run), "--top", "2", "--split", "test", "--quiet"]) == 0
-    final = pd.read_csv(moo_run / "final_test_leaderboard.csv")
-    sweep = pd.read_csv(moo_run / "leaderboard.csv")
+    final = read_leaderboard(moo_run / "final_test_leaderboard.csv")
+    sweep = read_leaderboard(moo_run / "leaderboard.csv")
     top = sweep[(sweep["status"] == "TERMINATED") & sweep["feasible"]].head(2)
     assert set(final["config_id"]) == set(top["config_id"]) and (final["status"] == "TERMINATED").all()
     jobs = json.loads((moo_run / "final-test-jobs.json").read_text())
     assert len(jobs) == 2 * len(top) and {j["recipe"]["data"]["split"] for j in jobs.values()} == {"test"}
     # The test files are copies of validation: the same recipe and seed must give the same figures.
-    trials = pd.read_csv(moo_run / "final_test_leaderboard_trials.csv")
-    sweep_trials = pd.read_csv(moo_run / "leaderboard_trials.csv")
+    trials = read_leaderboard(moo_run / "final_test_leaderboard_trials.csv")
+    sweep_trials = read_leaderboard(moo_run / "leaderboard_trials.csv")
     for _, t in trials.iterrows():
         s = sweep_trials[(sweep_trials["config_id"] == t["config_id"]) & (sweep_trials["seed"] == t["seed"])].iloc[0]
         for col in ("acc_en", "acc_pawsx_ja", "gap"):
@@ -322,7 +336,7 @@ def test_a_sweep_killed_mid_trial_resumes_without_losing_or_repeating_trials(tin
     time.sleep(1)
 
     assert main(["sweep", "--resume", str(run), "--quiet"]) == 0
-    configs = pd.read_csv(run / "leaderboard.csv")
+    configs = read_leaderboard(run / "leaderboard.csv")
     assert len(configs) == n and (configs["status"] == "TERMINATED").all()
     assert configs["train.lr"].nunique() == n  # none repeated
     # The interrupted trial went on from its checkpoint: epoch 1 was reported once.
@@ -358,7 +372,7 @@ def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tin
     # Nothing searched: the sweep runs the recipe once per seed (a baseline).
     space.write_text(yaml.safe_dump({"recipe": recipe.model_dump(), "search": {}, "sweep": {"num_samples": 4, "seeds": 2}}))
     assert main(["sweep", str(space), "--storage", str(tmp_path), "--name", "h", "--quiet"]) == 0
-    board = pd.read_csv(tmp_path / "h" / "leaderboard.csv")
+    board = read_leaderboard(tmp_path / "h" / "leaderboard.csv")
     assert len(board) == 1 and board.loc[0, "seeds"] == 2 and board.loc[0, "seed_list"] == "0 1"
     assert main(["final", str(tmp_path / "h"), "--heldout", "--top", "1", "--seeds", "3",
                  "--set", "data.eval_max_per_language=10", "--quiet"]) == 0
@@ -366,7 +380,7 @@ def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tin
     assert sorted(j["seed"] for j in jobs.values()) == [0, 1, 2]  # --seeds: more than were searched
     job = next(iter(jobs.values()))
     assert job["recipe"]["data"]["eval_part"] == "heldout" and job["recipe"]["data"]["split"] == "validation"
-    final = pd.read_csv(tmp_path / "h" / "final_heldout_leaderboard.csv")
+    final = read_leaderboard(tmp_path / "h" / "final_heldout_leaderboard.csv")
     assert len(final) == 1 and final.loc[0, "status"] == "TERMINATED" and final.loc[0, "seeds"] == 3
     # The held-out examples are others than the searched ones.
     from xling_ray.config import RecipeConfig

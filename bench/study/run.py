@@ -97,10 +97,12 @@ def english_floor(storage: Path, drop: float) -> dict:
     learning has a gap near 0; the floor keeps such a configuration from being
     the method's finalist while any configuration that learns is at hand (the
     leaderboard ranks infeasible ones last)."""
+    from xling_ray.leaderboard import read_leaderboard
+
     plain = storage / "plain" / "leaderboard.csv"
     if not plain.exists():
         raise SystemExit(f"{plain}: run plain fine-tuning first (--methods plain ...): its English accuracy is the floor")
-    return {"metric": "acc_en", "baseline": float(pd.read_csv(plain).iloc[0]["acc_en"]), "delta": drop}
+    return {"metric": "acc_en", "baseline": float(read_leaderboard(plain).iloc[0]["acc_en"]), "delta": drop}
 
 
 def run_stage(method: str, args) -> Path:
@@ -179,12 +181,13 @@ def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
 
 
 def write_results(storage: Path, args) -> Path:
+    from xling_ray.leaderboard import read_leaderboard
     from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
 
     runs = ["plain", *METHODS]
-    finals = {m: pd.read_csv(storage / m / "final_heldout_leaderboard.csv").iloc[0] for m in runs}
-    trials = {m: pd.read_csv(storage / m / "final_heldout_leaderboard_trials.csv") for m in runs}
-    searches = {m: pd.read_csv(storage / m / "leaderboard.csv") for m in runs}
+    finals = {m: read_leaderboard(storage / m / "final_heldout_leaderboard.csv").iloc[0] for m in runs}
+    trials = {m: read_leaderboard(storage / m / "final_heldout_leaderboard_trials.csv") for m in runs}
+    searches = {m: read_leaderboard(storage / m / "leaderboard.csv") for m in runs}
     spaces = {m: yaml.safe_load((storage / m / "search_space.yaml").read_text()) for m in runs}
     timings = json.loads((storage / "timings.json").read_text())
     minutes = sum(timings.values()) / 60

@@ -209,6 +209,18 @@ def write_leaderboard(board: Leaderboard, run_dir: str | Path, prefix: str = "le
     return [write_text(run_dir, name, text) for name, text in files.items()]
 
 
+#: Columns that hold ids; Tune's ids are hex ("4611e919", "12345678") and would parse as numbers.
+ID_COLUMNS = ("config_id", "trial_id", "trial_ids", "seed_list")
+
+
+def read_leaderboard(path: str | Path) -> pd.DataFrame:
+    """Read a CSV that :func:`write_leaderboard` wrote, ids kept as text.
+
+    Plain ``pd.read_csv`` turns a configuration id such as ``4611e919`` into
+    ``inf`` and ``12345678`` into an integer."""
+    return pd.read_csv(path, dtype={c: str for c in ID_COLUMNS})
+
+
 def format_leaderboard(board: Leaderboard) -> str:
     """The printed view, in two blocks that fit a terminal: the ranking with each
     configuration's settings (``±`` the standard deviation over seeds), then accuracy
