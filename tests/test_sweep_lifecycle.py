@@ -221,6 +221,17 @@ def test_seed_groups_aggregate_the_trials_of_each_configuration(moo_run):
             assert row["gap_std"] == pytest.approx(np.std(mine["gap"], ddof=1), nan_ok=True)
 
 
+def test_final_takes_configurations_below_the_constraint_only_when_asked(moo_run):
+    from xling_ray.leaderboard.final import final_jobs
+
+    configs = read_leaderboard(moo_run / "leaderboard.csv")
+    done = configs[configs["status"] == "TERMINATED"]
+    every = final_jobs(moo_run, top=len(configs), split="test", feasible_only=False)
+    assert {j["config_id"] for j in every.values()} == set(done["config_id"])
+    feasible = final_jobs(moo_run, top=len(configs), split="test")
+    assert {j["config_id"] for j in feasible.values()} == set(done.loc[done["feasible"].astype(bool), "config_id"])
+
+
 def test_the_leaderboard_marks_the_pareto_front_of_the_feasible_configurations(moo_run):
     configs = read_leaderboard(moo_run / "leaderboard.csv")
     assert list(configs["feasible"]) == [bool(v >= BASELINE_EN) for v in configs["acc_en"].fillna(-1)]

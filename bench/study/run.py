@@ -109,7 +109,7 @@ def run_stage(method: str, args) -> Path:
     """The method's search sweep, then its final on the held-out part (each resumed or skipped when done)."""
     from ray import tune
 
-    from xling_ray.leaderboard import build_leaderboard, write_leaderboard
+    from xling_ray.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
     from xling_ray.leaderboard.final import run_final
     from xling_ray.tune import run_sweep
 
@@ -128,8 +128,11 @@ def run_stage(method: str, args) -> Path:
         _record(storage, f"{method}/search", time.perf_counter() - t0)
     if not (run_dir / "final_heldout_leaderboard.csv").exists():
         t0 = time.perf_counter()
+        searched = read_leaderboard(run_dir / "leaderboard.csv")
+        # The finalist: the best-gap configuration above the English floor, or the best-gap one if none is.
+        any_feasible = "feasible" not in searched or searched["feasible"].astype(bool).any()
         board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds,
-                          overrides={"data.eval_max_per_language": args.final_eval})
+                          overrides={"data.eval_max_per_language": args.final_eval}, feasible_only=any_feasible)
         write_leaderboard(board, run_dir, "final_heldout_leaderboard")
         _record(storage, f"{method}/final", time.perf_counter() - t0)
     return run_dir

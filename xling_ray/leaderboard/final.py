@@ -23,19 +23,21 @@ from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, group_co
 
 
 def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False, seeds: int | None = None,
-               overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+               overrides: dict[str, Any] | None = None, feasible_only: bool = True) -> dict[str, dict[str, Any]]:
     """``job id -> {config_id, seed, settings, recipe}`` for the top ``top`` configurations,
     evaluated on ``split``, or with ``heldout`` on the part of the sweep's split that
     ``data.heldout`` set aside. Each runs with the seeds it was searched with, or with
     ``seeds``: the recipe's ``train.seed`` and the ``seeds - 1`` after it. ``overrides``
-    (dotted recipe settings, e.g. ``data.eval_max_per_language``) apply to every job."""
+    (dotted recipe settings, e.g. ``data.eval_max_per_language``) apply to every job.
+    With ``feasible_only=False`` the top configurations are taken in rank order even
+    when they are below the sweep's constraint (infeasible ones rank last)."""
     from xling_ray.tune.sweep import load_run_space
 
     space = load_run_space(run_dir)
     board = build_leaderboard(run_dir, space)
     configs = board.configs
     ok = configs["status"] == "TERMINATED"
-    if "feasible" in configs:
+    if feasible_only and "feasible" in configs:
         ok &= configs["feasible"].astype(bool)
     chosen = configs[ok].head(top)
     if chosen.empty:
@@ -72,7 +74,7 @@ def final_name(split: str, heldout: bool) -> str:
 
 def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: bool = False,
               seeds: int | None = None, overrides: dict[str, Any] | None = None,
-              address: str | None = None, verbose: int = 0) -> Leaderboard:
+              address: str | None = None, verbose: int = 0, feasible_only: bool = True) -> Leaderboard:
     """Retrain the top configurations on ``split`` and rank them; see the module docstring."""
     from ray import tune
 
@@ -89,7 +91,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
     if tune.Tuner.can_restore(path):  # an interrupted final run: the same jobs, whatever the leaderboard says now
         jobs = json.loads(read_text(run_dir, jobs_file))
     else:
-        jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides)
+        jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides, feasible_only)
         write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
     with ray_runtime(address, log_to_driver=verbose > 0):
         recipes = {k: v["recipe"] for k, v in jobs.items()}
