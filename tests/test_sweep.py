@@ -111,7 +111,7 @@ def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_pat
     assert abs(acc * 12 / 100 - round(acc * 12 / 100)) < 1e-6
 
 
-@pytest.mark.parametrize("space_name", ["xlinglearn", "ding2022", "xite", "adjustment"])
+@pytest.mark.parametrize("space_name", ["xlinglearn", "ding2022", "xite", "adjustment", "continual"])
 def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_local, tiny_recipe, tmp_path, space_name):
     shipped = load_search_space(REPO / "search_spaces" / f"{space_name}.yaml")
     small = {"model": tiny_recipe.model.model_dump(),
@@ -132,7 +132,7 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
     assert set(shipped.search) <= set(board.columns)
     for key in shipped.search:
         assert board[key].notna().all()
-    weights = [k for k in shipped.search if k.split(".")[-1].startswith(("w_", "ratio"))]
+    weights = [k for k in shipped.search if k.split(".")[-1].startswith(("w_", "ratio", "base_rate"))]
     assert weights and (board[weights] > 0).all().all()
 
 

@@ -9,7 +9,7 @@ pairs per task, one epoch):
 
 1. **Search.** Plain fine-tuning once (nothing searched), and one Optuna sweep per
    method over its search space in ``search_spaces/`` (XLingLearn, Ding 2022, XITE,
-   cross-lingual adjustment with its regime, before or continual, searched), each
+   cross-lingual adjustment before fine-tuning, continual adjustment), each
    starting from the method's default configuration (the space's
    ``points_to_evaluate``), one seed per configuration. A method's sweep has an
    English floor (``sweep.constraint``): plain fine-tuning's English accuracy minus
@@ -43,7 +43,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-METHODS = ("xlinglearn", "ding2022", "xite", "adjustment")
+METHODS = ("xlinglearn", "ding2022", "xite", "adjustment", "continual")
 COLUMNS = ["gap", "gap_xnli", "gap_pawsx", "acc_target", "acc_en"]
 
 #: The same evaluation examples for every method (see the module docstring).
