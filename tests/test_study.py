@@ -34,3 +34,16 @@ def test_a_gap_closed_by_learning_less_is_not_a_win():
     assert study.verdict(_seeds([0.0, 0.1, -0.1], [40.0, 40.5, 39.5]), plain) == "closed by learning less"
     assert study.verdict(_seeds([7.0, 7.2, 6.8], [60.0, 60.5, 59.5]), plain) == "widened"
     assert study.verdict(_seeds([3.0, 5.0, 4.0], [55.0, 65.0, 60.0]), plain) == "within noise"
+
+
+def test_a_finalist_is_the_default_only_when_every_searched_setting_equals_the_first_point():
+    space = {"sweep": {"points_to_evaluate": [{"train.lr": 1.5e-4, "losses.xite.lda": True,
+                                               "losses.xite.layer": 0, "losses.adjustment.word_vector": "mean"}]}}
+    # as the leaderboard gives them back: numbers parsed from CSV, booleans as numpy booleans
+    row = {"train.lr": 0.00015, "losses.xite.lda": True, "losses.xite.layer": 0.0, "losses.adjustment.word_vector": "mean"}
+    assert study.is_default(row, space)
+    assert not study.is_default({**row, "train.lr": 6.4e-5}, space)
+    assert not study.is_default({**row, "losses.xite.lda": False}, space)
+    assert not study.is_default({**row, "losses.adjustment.word_vector": "first"}, space)
+    assert not study.is_default({k: v for k, v in row.items() if k != "train.lr"}, space)
+    assert not study.is_default(row, {"sweep": {}})

@@ -262,13 +262,18 @@ def write_results(storage: Path, args) -> Path:
         feasible = "" if m == "plain" else (
             f"; English {best['acc_en']:.1f}, {'above' if best['acc_en'] >= floor else '**below**'} the floor; "
             f"{above} of {len(searches[m])} configurations above it")
+        default = "" if m == "plain" else (
+            " The method's default configuration (the space's first `points_to_evaluate`)."
+            if is_default(settings, space) else " Not the method's default configuration (found by the search).")
         lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(searches[m])}{feasible}); "
                      + (", ".join(f"`{k}` = {_fmt(v)}" for k, v in settings.items()) or "nothing searched")
-                     + f". Run folder: `{_shown(storage / m)}`.")
-    figure = _figure(storage, runs, trials)
-    lines += ["", f"![Held-out gap per method]({figure.name})", "",
-              "Each run folder holds the sweep's `leaderboard.*`, `final_heldout_leaderboard.*` and everything Tune "
-              "wrote; `xling-ray report RUN_DIR` draws its figures."]
+                     + f".{default} Run folder: `{_shown(storage / m)}`.")
+    figures = _figures(storage, runs, trials, finals)
+    lines += ["", "## Figures", ""]
+    lines += [f"![{alt}]({path.name})" for alt, path in figures.items()]
+    lines += ["", "Each run folder holds the sweep's `leaderboard.*`, `final_heldout_leaderboard.*` and everything Tune "
+              "wrote; `xling-ray report RUN_DIR` draws its own figures (per-trial heatmap, learning curves, "
+              "hyperparameter importances)."]
     out = HERE / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -282,13 +287,39 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _figure(storage: Path, runs, trials) -> Path:
-    import matplotlib
+def is_default(settings: dict, space: dict) -> bool:
+    """Whether a configuration's searched settings are the space's first ``points_to_evaluate``
+    (the method's default configuration): floats compared to 1e-9 relative."""
+    points = space.get("sweep", {}).get("points_to_evaluate") or []
+    if not points:
+        return False
+    default = points[0]
+    if set(default) != set(settings):
+        return False
+    for key, value in default.items():
+        got = settings[key]
+        if isinstance(value, bool) or isinstance(got, (bool, np.bool_)):
+            if str(value).lower() != str(got).lower():
+                return False
+        elif isinstance(value, (int, float)):
+            if not math.isclose(float(got), float(value), rel_tol=1e-9):
+                return False
+        elif str(got) != str(value):
+            return False
+    return True
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
+    """The study's figures, saved beside RESULTS.md: the held-out gap per seed, and the
+    report's accuracy heatmap and gap-against-target-accuracy plot over the finalists
+    (:mod:`xling_ray.report.figures`, means over seeds)."""
+    from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
+    from xling_ray.report.figures import accuracy_heatmap, gap_vs_target, plt  # the report's Agg backend
+    from xling_ray.report.run import gap_front
+
+    suffix = "-smoke" if storage.name.endswith("smoke") else ""
+    out = {}
+    fig, ax = plt.subplots(figsize=(8, 3.5))
     for i, m in enumerate(runs):
         g = trials[m]["gap"].to_numpy(float)
         ax.scatter(np.full(len(g), i), g, color="tab:blue", alpha=0.5)
@@ -297,10 +328,23 @@ def _figure(storage: Path, runs, trials) -> Path:
     ax.set_ylabel("transfer gap (points, lower is better)")
     ax.set_title("Held-out gap per seed (dots) and mean ± sd")
     fig.tight_layout()
-    path = storage.parent / ("gaps-smoke.png" if storage.name.endswith("smoke") else "gaps.png")
-    fig.savefig(path, dpi=120)
+    out["Held-out gap per method and seed"] = storage.parent / f"gaps{suffix}.png"
+    fig.savefig(out["Held-out gap per method and seed"], dpi=120)
     plt.close(fig)
-    return path
+
+    table = pd.DataFrame([finals[m] for m in runs], index=list(runs))
+    columns = [c for c in LANGUAGE_COLUMNS if c in table]
+    fig = accuracy_heatmap(table, columns, list(runs))
+    out["Held-out accuracy per method and language (mean over seeds)"] = storage.parent / f"accuracy{suffix}.png"
+    fig.savefig(out["Held-out accuracy per method and language (mean over seeds)"], dpi=110)
+    plt.close(fig)
+
+    table = table.reset_index(drop=True)
+    fig = gap_vs_target(table, list(runs), gap_front(table).tolist())
+    out["Held-out gap against mean target accuracy (means over seeds)"] = storage.parent / f"gap_vs_target{suffix}.png"
+    fig.savefig(out["Held-out gap against mean target accuracy (means over seeds)"], dpi=110)
+    plt.close(fig)
+    return out
 
 
 def main() -> None:
