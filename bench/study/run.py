@@ -184,6 +184,8 @@ def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
 
 
 def write_results(storage: Path, args) -> Path:
+    """``RESULTS.md`` (``RESULTS-smoke.md``) and its figures beside ``storage``, every number read
+    from the runs' leaderboards, ``search_space.yaml`` files and ``timings.json``."""
     from xling_ray.leaderboard import read_leaderboard
     from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
 
@@ -274,7 +276,7 @@ def write_results(storage: Path, args) -> Path:
     lines += ["", "Each run folder holds the sweep's `leaderboard.*`, `final_heldout_leaderboard.*` and everything Tune "
               "wrote; `xling-ray report RUN_DIR` draws its own figures (per-trial heatmap, learning curves, "
               "hyperparameter importances)."]
-    out = HERE / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
+    out = storage.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -350,7 +352,8 @@ def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    p.add_argument("--storage", help="where the runs go (default bench/study/runs, or runs-smoke with --smoke)")
+    p.add_argument("--storage", help="where the runs go (default bench/study/runs, or runs-smoke with --smoke); "
+                   "RESULTS.md and its figures are written beside this folder")
     p.add_argument("--samples", type=int, default=3, help="configurations per method's sweep, the default first (3)")
     p.add_argument("--seeds", type=int, default=3, help="seeds of each finalist (3)")
     p.add_argument("--final-eval", type=int, default=300, help="held-out pairs per language in the final (300)")
