@@ -152,7 +152,12 @@ def test_a_file_pool_that_holds_an_evaluated_sentence_is_refused(adj_recipe, tmp
         parallel_pairs(recipe, "xnli", evals)
 
 
-def test_continual_adjustment_reports_both_terms(adj_recipe):
-    recipe = adj_recipe.with_updates({"losses.adjustment.regime": "continual", "data.tasks": ["xnli"], "train.epochs": 1})
+def test_continual_adjustment_computes_both_terms(adj_recipe):
+    recipe = adj_recipe.with_updates({"losses.adjustment.regime": "continual", "data.tasks": ["xnli"], "train.epochs": 1,
+                                      "train.lr": 1e-3})
     last = run_recipe(recipe, LocalSession())
-    assert last["loss_xnli_adj_align"] > 0 and "loss_xnli_adj_reg" in last
+    # After fine-tuning steps the English vectors have left f0's: L_reg is positive, not skipped.
+    assert last["loss_xnli_adj_align"] > 0 and last["loss_xnli_adj_reg"] > 0
+    # With w_reg = 0 the frozen pass is skipped and L_reg is not computed.
+    last = run_recipe(recipe.with_updates({"losses.adjustment.w_reg": 0.0}), LocalSession())
+    assert last["loss_xnli_adj_align"] > 0 and "loss_xnli_adj_reg" not in last

@@ -1,4 +1,4 @@
-"""The registered regularizers: XLingLearn and Ding et al. (COLING 2022).
+"""The registered regularizers: XLingLearn, Ding et al. (COLING 2022), XITE and continual adjustment.
 
 Each term is a small object: a name, the config field holding its weight, the
 extra outputs of the clean pass it reads, and its value, computed by one of the
@@ -216,7 +216,9 @@ def _adjustment_parts(ctx: StepContext):
 
     def make():
         batch = data.draw(cfg.batch_size, ctx.batch["input_ids"].device)
-        return adjustment_objective(ctx.model, data.original, batch, 0.0, mode=cfg.word_vector,
+        # The terms weigh .align and .reg themselves; passing w_reg as the rate only skips the
+        # frozen pass (and L_reg) when w_reg is 0.
+        return adjustment_objective(ctx.model, data.original, batch, cfg.w_reg, mode=cfg.word_vector,
                                     include_special=cfg.include_special)
 
     return ctx.cached("adjustment", make)
