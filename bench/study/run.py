@@ -1,6 +1,6 @@
 """The study: which regularizers close the transfer gap of multilingual-e5-small, on real data.
 
-    python bench/study/run.py --data-dir ../shared/data          # the study (about 2 hours on 2 CPU cores)
+    python bench/study/run.py --data-dir ../shared/data          # the study (about 4 hours on 2 CPU cores; 12 stages of 15-25 minutes)
     python bench/study/run.py --data-dir ../shared/data --smoke  # the same pipeline, tiny random model, minutes
 
 Everything runs through xling-ray itself, on the offline model and data, at the
