@@ -109,7 +109,7 @@ def run_stage(method: str, args) -> Path:
     """The method's search sweep, then its final on the held-out part (each resumed or skipped when done)."""
     from ray import tune
 
-    from xling_ray.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
+    from xling_ray.leaderboard import build_leaderboard, write_leaderboard
     from xling_ray.leaderboard.final import run_final
     from xling_ray.tune import run_sweep
 
@@ -128,11 +128,10 @@ def run_stage(method: str, args) -> Path:
         _record(storage, f"{method}/search", time.perf_counter() - t0)
     if not (run_dir / "final_heldout_leaderboard.csv").exists():
         t0 = time.perf_counter()
-        searched = read_leaderboard(run_dir / "leaderboard.csv")
-        # The finalist: the best-gap configuration above the English floor, or the best-gap one if none is.
-        any_feasible = "feasible" not in searched or searched["feasible"].astype(bool).any()
+        # The finalist: the best-gap configuration above the English floor, or the best-gap one if none
+        # is. The leaderboard ranks configurations below the floor last, so its first row is that one.
         board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds,
-                          overrides={"data.eval_max_per_language": args.final_eval}, feasible_only=any_feasible)
+                          overrides={"data.eval_max_per_language": args.final_eval}, feasible_only=False)
         write_leaderboard(board, run_dir, "final_heldout_leaderboard")
         _record(storage, f"{method}/final", time.perf_counter() - t0)
     return run_dir
@@ -294,24 +293,20 @@ def _fmt(v) -> str:
 
 def is_default(settings: dict, space: dict) -> bool:
     """Whether a configuration's searched settings are the space's first ``points_to_evaluate``
-    (the method's default configuration): floats compared to 1e-9 relative."""
+    (the method's default configuration): numbers compared to 1e-9 relative, as the
+    leaderboard's CSV gives them back (``0.0`` for ``0``, numpy booleans)."""
+    from xling_ray.leaderboard.table import plain_value
+
     points = space.get("sweep", {}).get("points_to_evaluate") or []
-    if not points:
+    if not points or set(points[0]) != set(settings):
         return False
-    default = points[0]
-    if set(default) != set(settings):
-        return False
-    for key, value in default.items():
-        got = settings[key]
-        if isinstance(value, bool) or isinstance(got, (bool, np.bool_)):
-            if str(value).lower() != str(got).lower():
-                return False
-        elif isinstance(value, (int, float)):
-            if not math.isclose(float(got), float(value), rel_tol=1e-9):
-                return False
-        elif str(got) != str(value):
-            return False
-    return True
+
+    def same(got, value) -> bool:
+        if isinstance(got, (int, float)) and isinstance(value, (int, float)):
+            return isinstance(got, bool) == isinstance(value, bool) and math.isclose(got, value, rel_tol=1e-9)
+        return got == value
+
+    return all(same(plain_value(settings[k]), v) for k, v in points[0].items())
 
 
 def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
@@ -324,6 +319,12 @@ def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
 
     suffix = "-smoke" if storage.name.endswith("smoke") else ""
     out = {}
+
+    def save(fig, name: str, alt: str, dpi: int) -> None:
+        out[alt] = storage.parent / f"{name}{suffix}.png"
+        fig.savefig(out[alt], dpi=dpi)
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for i, m in enumerate(runs):
         g = trials[m]["gap"].to_numpy(float)
@@ -333,22 +334,15 @@ def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
     ax.set_ylabel("transfer gap (points, lower is better)")
     ax.set_title("Held-out gap per seed (dots) and mean ± sd")
     fig.tight_layout()
-    out["Held-out gap per method and seed"] = storage.parent / f"gaps{suffix}.png"
-    fig.savefig(out["Held-out gap per method and seed"], dpi=120)
-    plt.close(fig)
+    save(fig, "gaps", "Held-out gap per method and seed", 120)
 
     table = pd.DataFrame([finals[m] for m in runs], index=list(runs))
     columns = [c for c in LANGUAGE_COLUMNS if c in table]
-    fig = accuracy_heatmap(table, columns, list(runs))
-    out["Held-out accuracy per method and language (mean over seeds)"] = storage.parent / f"accuracy{suffix}.png"
-    fig.savefig(out["Held-out accuracy per method and language (mean over seeds)"], dpi=110)
-    plt.close(fig)
-
+    save(accuracy_heatmap(table, columns, list(runs)), "accuracy",
+         "Held-out accuracy per method and language (mean over seeds)", 110)
     table = table.reset_index(drop=True)
-    fig = gap_vs_target(table, list(runs), gap_front(table).tolist())
-    out["Held-out gap against mean target accuracy (means over seeds)"] = storage.parent / f"gap_vs_target{suffix}.png"
-    fig.savefig(out["Held-out gap against mean target accuracy (means over seeds)"], dpi=110)
-    plt.close(fig)
+    save(gap_vs_target(table, list(runs), gap_front(table).tolist()), "gap_vs_target",
+         "Held-out gap against mean target accuracy (means over seeds)", 110)
     return out
 
 
