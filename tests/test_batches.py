@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 import torch
@@ -50,10 +51,11 @@ def test_bucketed_evaluation_matches_padded_loop(tok, sets):
     for lang, d in sets.items():
         ours = predict(model, encoded[lang], 8, tok.pad_token_id, torch.device("cpu"))
         assert ours == padded_predictions(model, tok, d, length, 8), lang
-    accuracy = evaluate(model, encoded, 8, tok.pad_token_id, torch.device("cpu"))
+    result = evaluate(model, encoded, 8, tok.pad_token_id, torch.device("cpu"))
     for lang, d in sets.items():
         padded = padded_predictions(model, tok, d, length, 8)
-        assert accuracy[lang] == pytest.approx(100.0 * sum(p == y for p, y in zip(padded, d.labels)) / len(d))
+        assert result.accuracy[lang] == pytest.approx(100.0 * sum(p == y for p, y in zip(padded, d.labels)) / len(d))
+        assert result.top_class[lang] == pytest.approx(100.0 * max(Counter(padded).values()) / len(d))
 
 
 def test_cache_returns_the_same_encodings(tok, sets, tmp_path):

@@ -1,4 +1,4 @@
-"""Accuracy on every evaluation language.
+"""Accuracy on every evaluation language, and how concentrated the predictions are.
 
 Fast by construction: each set is tokenised once per sweep (:mod:`xling_ray.train.cache`),
 batches are length-sorted and padded only to their own longest pair
@@ -9,11 +9,14 @@ Hugging Face ``Trainer.evaluate``.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from xling_ray.metrics import summarize, top_share
 from xling_ray.train.batches import EncodedSet, collate, eval_batches
 
 
@@ -42,7 +45,74 @@ def predict(model: torch.nn.Module, data: EncodedSet, batch_size: int, pad_id: i
     return out
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation of a task's model measured, per language, in percent:
+
+    * ``accuracy``: correct predictions;
+    * ``top_class``: the share of the most predicted class (100: one class for every
+      example, the model collapsed; 100 / classes at the least);
+    * ``majority``: the share of the most frequent label, i.e. the accuracy of always
+      predicting it (from the labels alone: the same for every model).
+    """
+
+    accuracy: dict[str, float]
+    top_class: dict[str, float]
+    majority: dict[str, float]
+
+    @classmethod
+    def from_counts(cls, sets: dict[str, EncodedSet], counts: torch.Tensor) -> "Evaluation":
+        """From :func:`count_predictions`' counts (summed over every worker)."""
+        accuracy, top_class, majority = {}, {}, {}
+        for j, lang in enumerate(sets):
+            accuracy[lang] = 100.0 * float(counts[j, 0] / counts[j, 1])
+            top_class[lang] = top_share(counts[j, 2:].tolist())
+            majority[lang] = top_share(list(Counter(sets[lang].labels).values()))
+        return cls(accuracy, top_class, majority)
+
+
+def summarize_evaluations(evaluations: dict[str, Evaluation]) -> dict[str, float]:
+    """Every metric of a trial's report from ``{task: Evaluation}``: :func:`xling_ray.metrics.summarize`
+    with the accuracies, prediction concentration (``top_class_*``, ``collapsed*``) and ``majority_en``."""
+    return summarize({t: e.accuracy for t, e in evaluations.items()},
+                     top_class={t: e.top_class for t, e in evaluations.items()},
+                     majority={t: e.majority for t, e in evaluations.items()})
+
+
+def _num_classes(model: torch.nn.Module, sets: dict[str, EncodedSet]) -> int:
+    """The classes the model predicts among: ``config.num_labels`` of the model or of what it
+    wraps (DDP's ``module``, a view's ``model``), else one more than the largest label."""
+    inner, num_labels = model, 0
+    for _ in range(4):
+        num_labels = int(getattr(getattr(inner, "config", None), "num_labels", 0) or 0)
+        inner = getattr(inner, "module", None) or getattr(inner, "model", None)
+        if num_labels or inner is None:
+            break
+    labels = max((max(d.labels) for d in sets.values() if len(d)), default=0) + 1
+    return max(num_labels, labels)
+
+
 @torch.inference_mode()
+def count_predictions(model: torch.nn.Module, sets: dict[str, EncodedSet], batch_size: int, pad_id: int,
+                      device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
+                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """This worker's counts on its shard of each set, one row per language (in ``sets``'
+    order): ``[correct, examples, predictions of class 0, of class 1, ...]``. Counts of
+    all workers add up to the whole sets' (what :func:`evaluate` all-reduces)."""
+    was_training = model.training
+    model.eval()
+    classes = _num_classes(model, sets)
+    counts = torch.zeros(len(sets), 2 + classes, dtype=torch.float64)
+    for j, lang in enumerate(sets):
+        for idx, pred, labels in _batch_predictions(model, sets[lang], batch_size, pad_id, device, autocast,
+                                                    rank, world_size):
+            counts[j, 0] += (pred == labels).sum().item()
+            counts[j, 1] += len(idx)
+            counts[j, 2:] += torch.bincount(pred.cpu(), minlength=classes)[:classes].double()
+    model.train(was_training)
+    return counts
+
+
 def evaluate(
     model: torch.nn.Module,
     sets: dict[str, EncodedSet],
@@ -52,21 +122,13 @@ def evaluate(
     autocast: contextlib.AbstractContextManager | None = None,
     rank: int = 0,
     world_size: int = 1,
-) -> dict[str, float]:
-    """``{language: accuracy in %}``. With several workers each evaluates a
-    shard and the counts are summed, so every worker returns the same numbers."""
-    was_training = model.training
-    model.eval()
-    langs = list(sets)
-    counts = torch.zeros(len(langs), 2, dtype=torch.float64)
-    for j, lang in enumerate(langs):
-        for idx, pred, labels in _batch_predictions(model, sets[lang], batch_size, pad_id, device, autocast,
-                                                    rank, world_size):
-            counts[j, 0] += (pred == labels).sum().item()
-            counts[j, 1] += len(idx)
+) -> Evaluation:
+    """Accuracy, top-class share and label majority of every language (:class:`Evaluation`).
+    With several workers each evaluates a shard and the counts (correct, examples,
+    predictions per class) are summed, so every worker returns the same numbers."""
+    counts = count_predictions(model, sets, batch_size, pad_id, device, autocast, rank, world_size)
     if world_size > 1 and dist.is_available() and dist.is_initialized():
         c = counts.to(device)
         dist.all_reduce(c)
         counts = c.cpu()
-    model.train(was_training)
-    return {lang: 100.0 * float(counts[j, 0] / counts[j, 1]) for j, lang in enumerate(langs)}
+    return Evaluation.from_counts(sets, counts)

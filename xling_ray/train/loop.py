@@ -27,12 +27,11 @@ from transformers import get_linear_schedule_with_warmup
 from xling_ray.config import RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set, open_source
 from xling_ray.losses.terms import unwrap
-from xling_ray.metrics import summarize
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import EncodedSet, collate, epoch_batches
 from xling_ray.train.cache import default_encoded_dir, encode_cached
 from xling_ray.train.diagnostics import ParallelSentences, diagnostics_table, embed_parallel, parallel_sentences, summary_metrics
-from xling_ray.train.evaluate import evaluate
+from xling_ray.train.evaluate import evaluate, summarize_evaluations
 from xling_ray.train.session import Session, scratch_dir
 from xling_ray.train.step import training_step
 from xling_ray.train.target_text import (
@@ -268,14 +267,14 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
             end_of_epoch = done == rounds
             if end_of_epoch or (cfg.eval_every_steps and done % cfg.eval_every_steps == 0):
                 progress = {"epoch": epoch + 1, "round": 0} if end_of_epoch else {"epoch": epoch, "round": done}
-                accuracy = {
+                evaluations = {
                     t.task: evaluate(t.model, t.evals, recipe.train.eval_batch_size, pad_id, session.device, autocast,
                                      session.rank, session.world_size)
                     for t in tasks
                 }
                 per_task = max(1, n_sum // len(tasks))
                 last = {
-                    **summarize(accuracy),
+                    **summarize_evaluations(evaluations),
                     **(_diagnostics(tasks, recipe) if session.rank == 0 else {}),
                     **{k: v / per_task for k, v in sums.items()},
                     **once,
