@@ -103,6 +103,16 @@ def test_mode_max_and_a_resumed_sweeps_earlier_trials_count():
         SweepProgress(mode="lowest")
 
 
+def test_a_collapsed_trial_is_never_the_best_so_far():
+    clock, out = Clock(), io.StringIO()
+    progress = SweepProgress("gap", "min", stream=out, clock=clock)
+    progress.setup(num_samples=2)
+    trials = [FakeTrial("dead", "TERMINATED", {"gap": 0.1, "collapsed": 1.0, "time_total_s": 60.0}),
+              FakeTrial("learns", "TERMINATED", {"gap": 5.0, "collapsed": 0.0, "time_total_s": 60.0})]
+    progress.on_experiment_end(trials)
+    assert "best gap 5.00 (trial learns)" in out.getvalue()
+
+
 def test_it_is_a_tune_callback_that_pickles_without_its_stream():
     progress = SweepProgress(stream=Terminal())
     assert isinstance(progress, Callback)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -106,9 +107,13 @@ def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_pat
     board = read_leaderboard(tmp_path / "runs" / "ddp" / "leaderboard.csv")
     assert len(board) == 1 and board.loc[0, "status"] == "TERMINATED"
     assert not math.isnan(board.loc[0, "gap_pawsx"]) and board.loc[0, "gap"] == board.loc[0, "gap_pawsx"]
-    # Every example was evaluated once across both workers: accuracies are multiples of 100/12.
-    acc = board.loc[0, "acc_pawsx_ja"]
-    assert abs(acc * 12 / 100 - round(acc * 12 / 100)) < 1e-6
+    # Every example was evaluated once across both workers: accuracies and the share of the most
+    # predicted class (counts summed over the workers, as the accuracy counts) are multiples of 100/12.
+    for col in ("acc_pawsx_ja", "top_class_pawsx_ja", "top_class_pawsx_en"):
+        value = board.loc[0, col]
+        assert abs(value * 12 / 100 - round(value * 12 / 100)) < 1e-6, col
+    assert board.loc[0, "top_class_pawsx_en"] >= 50.0  # two classes: the most predicted has at least half
+    assert board.loc[0, "collapsed"] == (board.loc[0, "top_class_pawsx_en"] >= 95.0)
 
 
 @pytest.mark.parametrize("space_name", ["xlinglearn", "ding2022", "xite", "adjustment", "continual"])
@@ -134,6 +139,51 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
         assert board[key].notna().all()
     weights = [k for k in shipped.search if k.split(".")[-1].startswith(("w_", "ratio", "base_rate"))]
     assert weights and (board[weights] > 0).all().all()
+
+
+def test_a_plain_guarded_sweep_runs_plain_fine_tuning_first_and_floors_english_on_it(ray_local, tiny_recipe, tmp_path,
+                                                                                     capsys):
+    """adjustment.yaml's guard (``baseline: plain``) on the tiny model: the sweep runs plain fine-tuning
+    (adjustment's fixed ``regime: before`` switched off, base_rate 0) first, outside Optuna, then the
+    space's point; the leaderboard marks the baseline and floors English at its accuracy - 2."""
+    shipped = load_search_space(REPO / "search_spaces" / "adjustment.yaml")
+    small = {"model": tiny_recipe.model.model_dump(),
+             "data": {**tiny_recipe.data.model_dump(), "eval_skip_first": shipped.recipe.data.eval_skip_first,
+                      "tasks": ["pawsx"]},
+             "train.epochs": 1, "train.batch_size": 16, "losses.adjustment.align_layer": 1, "losses.adjustment.steps": 4}
+    doc = {
+        "recipe": shipped.recipe.with_updates(small).model_dump(),
+        "search": {k: v.model_dump(by_alias=True, exclude_none=True) for k, v in shipped.search.items()},
+        "sweep": {**shipped.sweep.model_dump(mode="json", exclude_none=True), "num_samples": 1, "seeds": 1},
+    }
+    path = tmp_path / "adjustment.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "runs"), "--name", "guarded", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Guard: the leaderboard ranks configurations with acc_en below plain fine-tuning's mean - 2" in printed
+    run = tmp_path / "runs" / "guarded"
+    board = read_leaderboard(run / "leaderboard.csv")
+    assert len(board) == 2 and (board["status"] == "TERMINATED").all()  # num_samples 1, plus the baseline
+    base, point = board[board["baseline"]].iloc[0], board[~board["baseline"]].iloc[0]
+    assert base["losses.adjustment.regime"] == "off" and base["losses.adjustment.base_rate"] == 0.0
+    assert base["train.lr"] == pytest.approx(1.5e-4)  # from the space's first point
+    assert point["losses.adjustment.base_rate"] == 1.0 and pd.isna(point["losses.adjustment.regime"])
+    # Tune's trial folders are run_trial_<id>_<n>_...: n counts the trials in the order they were created.
+    created = {p.name.split("_")[2]: int(p.name.split("_")[3]) for p in run.glob("run_trial_*") if p.is_dir()}
+    assert created[base["trial_ids"]] == 1 and created[point["trial_ids"]] == 2
+    floor = base["acc_en"] - 2
+    assert bool(point["feasible"]) == (point["acc_en"] >= floor)
+    assert f"feasible: acc_en >= {floor:.2f} (plain's {base['acc_en']:.2f} - 2)" in printed
+    # Optuna saw the space's point only: the baseline (base_rate 0, outside its log range) is a reference.
+    from xling_ray.tune.search import load_study
+
+    study = load_study(run)
+    assert [t.params["losses.adjustment.base_rate"] for t in study.trials] == [1.0]
+    assert study.trials[0].constraints == {"acc_en": pytest.approx(floor - point["acc_en"])}
+    # Exporting the baseline gives plain fine-tuning, the regime the recipe fixed switched off.
+    out = tmp_path / "plain.yaml"
+    assert main(["export", str(run), "--rank", str(int(base["rank"])), "-o", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["recipe"]["losses"]["adjustment"]["regime"] == "off"
 
 
 def test_asha_stops_on_the_one_based_epoch_clock(ray_local, tiny_recipe, tmp_path):

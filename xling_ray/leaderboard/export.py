@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from xling_ray.config import ConfigError, RecipeConfig, format_validation_error
-from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, SUMMARY_COLUMNS, Leaderboard, build_leaderboard, plain_value
+from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, SUMMARY_COLUMNS, Leaderboard, build_leaderboard, config_settings
 
 KEY_PACKAGES = {"xling_ray": "xling-ray", "torch": "torch", "transformers": "transformers", "ray": "ray",
                 "optuna": "optuna", "pot": "pot", "scikit_learn": "scikit-learn", "numpy": "numpy"}
@@ -94,8 +94,7 @@ def export_config(run_dir: str | Path, rank: int = 1, board: Leaderboard | None 
         raise ConfigError(f"rank {rank} ({row['config_id']}) is {row['status']}, not a finished configuration: "
                           f"{row.get('error') or 'some of its seeds have not finished'}")
     trials = board.trials[board.trials["config_id"] == row["config_id"]].sort_values("seed")
-    settings = {k: plain_value(row[k]) for k in space.search}
-    recipe = space.recipe.with_updates(settings)
+    recipe = space.recipe.with_updates(config_settings(row, space))
     seeds = [int(s) for s in trials["seed"]]
     recipe = recipe.with_updates({"train.seed": seeds[0]})
     metric_cols = [c for c in SUMMARY_COLUMNS + [f"{c}_std" for c in SUMMARY_COLUMNS] + LANGUAGE_COLUMNS]

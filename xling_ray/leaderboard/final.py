@@ -2,7 +2,8 @@
 them on another split.
 
 ``xling-ray final RUN_DIR --top K --split test`` takes the K best finished (and
-feasible) configurations of the sweep's leaderboard, retrains each with the
+feasible) configurations of the sweep's leaderboard, in its rank order (those that
+learned before collapsed ones, :mod:`xling_ray.leaderboard.table`), retrains each with the
 seeds it was searched with, evaluates on ``split`` (the hub's test split or
 ``{task}/test-{lang}.tsv`` in the data folder), and writes
 ``final_<split>_leaderboard.{csv,md}`` beside the sweep's leaderboard. With
@@ -10,7 +11,9 @@ seeds it was searched with, evaluates on ``split`` (the hub's test split or
 ``data.heldout`` set aside (where no test split is at hand), writing
 ``final_heldout_leaderboard.*``. The retraining is a Tune run of its own
 (``RUN_DIR/final-<split>/``): the jobs run in parallel as the cluster allows, and
-running ``final`` again resumes it.
+running ``final`` again resumes it. The final leaderboard ranks by the same rules; a
+``baseline: plain`` floor resolves there only when the plain configuration is among
+the retrained ones (else no finalist is judged infeasible, and its notes say so).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from xling_ray.config import ConfigError, RecipeConfig
-from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, group_configs, load_trials, plain_value
+from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, config_settings, group_configs, load_trials
 
 
 def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False, seeds: int | None = None,
@@ -44,7 +47,7 @@ def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False,
         raise ConfigError(f"{run_dir}: no finished{' feasible' if 'feasible' in configs else ''} configuration to retrain")
     jobs = {}
     for _, row in chosen.iterrows():
-        settings = {k: plain_value(row[k]) for k in space.search}
+        settings = config_settings(row, space)
         base = space.recipe.with_updates(settings)
         if heldout:
             if not base.data.heldout:
@@ -118,4 +121,5 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
 
     trials = load_trials(f"{storage}/{name}", space, describe=describe)
     s = space.sweep
-    return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint), trials, s.metrics, s.modes, s.constraint)
+    return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint, space.baseline_point), trials,
+                       s.metrics, s.modes, s.constraint)

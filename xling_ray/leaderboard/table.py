@@ -12,11 +12,21 @@ Two tables:
 * ``configs``: one row per configuration: for each metric the mean over its
   seeds and, for the summary metrics, the sample standard deviation
   (``<metric>_std``, ddof 1; empty with one seed). Ranked: configurations whose
-  seeds all finished first, then feasible ones (``feasible``: the constraint's
-  metric mean is at least ``baseline - delta``), then by the first objective's
-  mean (ties: higher ``acc_target``). With several objectives, ``pareto``
-  marks the finished, feasible configurations no other such configuration
-  dominates.
+  seeds all finished first, then those that learned (not ``collapsed``), then
+  feasible ones (``feasible``: the constraint's metric mean is at least the
+  floor, :func:`resolve_floor`), then by the first objective's mean (ties:
+  higher ``acc_target``). With several objectives, ``pareto`` marks the
+  finished, feasible configurations that learned and that no other such
+  configuration dominates.
+
+``collapsed`` is True when any seed of the configuration collapsed (its
+``collapsed`` metric: the English predictions of a task fell on one class,
+:data:`xling_ray.metrics.COLLAPSE_THRESHOLD`): one seed that learned nothing
+makes the configuration one to distrust, however good its mean gap. Such a
+configuration ranks after every configuration that learned, whatever its gap.
+Trials of runs from before the metric existed count as not collapsed (unknown).
+With ``constraint.baseline: plain``, ``baseline`` marks the plain configuration
+the floor is measured on.
 """
 from __future__ import annotations
 
@@ -28,8 +38,11 @@ import numpy as np
 import pandas as pd
 
 from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
-from xling_ray.tune.space import Constraint, SearchSpace
+from xling_ray.metrics import COLLAPSE_THRESHOLD
+from xling_ray.tune.space import LOSS_SWITCHES, Constraint, SearchSpace, same_settings
 
+#: Result keys that are metrics (a trial's figures), by prefix; the other columns of a trial are settings.
+METRIC_PREFIXES = ("acc_", "gap", "diag_", "top_class_", "collapsed", "majority_")
 SUMMARY_COLUMNS = ["gap", "gap_xnli", "gap_pawsx", "acc_en", "acc_target", "acc_xnli_target", "acc_pawsx_target"]
 LANGUAGE_COLUMNS = [f"acc_xnli_{l}" for l in XNLI_LANGUAGES] + [f"acc_pawsx_{l}" for l in PAWSX_LANGUAGES]
 _STATUS_ORDER = ["ERROR", "RUNNING", "PENDING", "PAUSED", "TERMINATED"]  # a configuration is as far as its least finished seed
@@ -60,7 +73,8 @@ def build_leaderboard(run_dir: str | Path, space: SearchSpace | None = None) -> 
     s = space.sweep if space else None
     metrics, modes = (s.metrics, s.modes) if s else (("gap",), ("min",))
     constraint = s.constraint if s else None
-    return Leaderboard(group_configs(trials, metrics, modes, constraint), trials, metrics, modes, constraint)
+    baseline = space.baseline_point if space else None
+    return Leaderboard(group_configs(trials, metrics, modes, constraint, baseline), trials, metrics, modes, constraint)
 
 
 def _run_space(run_dir) -> SearchSpace | None:
@@ -95,7 +109,7 @@ def load_trials(run_dir: str | Path, space: SearchSpace | None = None, describe=
         config_id = config_id or groups.setdefault(key, trial.trial_id)
         result = trial.last_result or {}
         row = {"trial_id": trial.trial_id, "status": trial.status, "config_id": config_id, "seed": seed}
-        row.update({k: v for k, v in result.items() if k.startswith(("acc_", "gap", "diag_"))})
+        row.update({k: v for k, v in result.items() if k.startswith(METRIC_PREFIXES)})
         row["epoch"] = result.get("epoch")
         row.update(settings)
         row["error"] = _error_line(trial)
@@ -113,11 +127,13 @@ def _sweep_trial(base_seed: int):
     return describe
 
 
-def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constraint: Constraint | None = None) -> pd.DataFrame:
-    """One ranked row per configuration (see the module docstring)."""
+def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constraint: Constraint | None = None,
+                  baseline: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One ranked row per configuration (see the module docstring). ``baseline``: the
+    plain baseline's settings (``SearchSpace.baseline_point``), for ``constraint.baseline: plain``."""
     if trials.empty:
         return trials
-    metric_cols = [c for c in trials.columns if c.startswith(("acc_", "gap", "diag_"))]
+    metric_cols = [c for c in trials.columns if c.startswith(METRIC_PREFIXES)]
     settings = [c for c in trials.columns if c not in {"trial_id", "status", "config_id", "seed", "epoch", "error", *metric_cols}]
     rows = []
     for config_id, g in trials.groupby("config_id", sort=False):
@@ -126,9 +142,14 @@ def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constr
         row = {"config_id": config_id, "status": next(s for s in _STATUS_ORDER + sorted(statuses) if s in statuses),
                "seeds": len(g)}
         for c in metric_cols:
+            if c.startswith("collapsed"):
+                continue
             row[c] = g[c].mean()
             if c in SUMMARY_COLUMNS:
                 row[f"{c}_std"] = g[c].std(ddof=1) if g[c].notna().sum() > 1 else float("nan")
+        for c in (c for c in metric_cols if c.startswith("collapsed_")):
+            row[c] = 1.0 if (g[c] == 1.0).any() else (0.0 if g[c].notna().any() else float("nan"))
+        row["collapsed"] = bool((g["collapsed"] == 1.0).any()) if "collapsed" in g else False
         row["epoch"] = g["epoch"].mean()
         row.update({c: g[c].iloc[0] for c in settings})
         row["seed_list"] = " ".join(str(int(s)) for s in g["seed"])
@@ -142,28 +163,109 @@ def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constr
             df[m] = float("nan")
     if "acc_target" not in df:
         df["acc_target"] = float("nan")
+    if baseline is not None:
+        df["baseline"] = [same_settings(_present({c: r[c] for c in settings}), _present(baseline))
+                          for _, r in df.iterrows()]
     complete = (df["status"] == "TERMINATED") & df[list(metrics)].notna().all(axis=1)
+    learned = ~df["collapsed"].astype(bool)
     feasible = pd.Series(True, index=df.index)
     if constraint is not None:
         value = df[constraint.metric] if constraint.metric in df else pd.Series(float("nan"), index=df.index)
-        feasible = value >= constraint.floor
+        floor, _ = resolve_floor(constraint, df)
+        feasible = floor.isna() | (value >= floor)
         df["feasible"] = feasible
     if len(metrics) > 1:
         df["pareto"] = False
-        eligible = df.index[complete & feasible]
+        eligible = df.index[complete & learned & feasible]
         front = pareto_front(df.loc[eligible, list(metrics)].to_numpy(float), modes)
         df.loc[eligible[front], "pareto"] = True
     primary, ascending = metrics[0], modes[0] == "min"
-    df["_incomplete"], df["_infeasible"] = ~complete, ~feasible
-    df = df.sort_values(["_incomplete", "_infeasible", primary, "acc_target"], ascending=[True, True, ascending, False],
-                        na_position="last", kind="stable").drop(columns=["_incomplete", "_infeasible"])
+    df["_incomplete"], df["_collapsed"], df["_infeasible"] = ~complete, ~learned, ~feasible
+    df = df.sort_values(["_incomplete", "_collapsed", "_infeasible", primary, "acc_target"],
+                        ascending=[True, True, True, ascending, False], na_position="last", kind="stable")
+    df = df.drop(columns=["_incomplete", "_collapsed", "_infeasible"])
     df.insert(0, "rank", range(1, len(df) + 1))
-    marks = [c for c in ("feasible", "pareto") if c in df]
+    marks = [c for c in ("feasible", "collapsed", "baseline", "pareto") if c in df]
     first = ["rank", "config_id", "status", "seeds"] + marks
     first += [c for col in SUMMARY_COLUMNS for c in (col, f"{col}_std") if c in df]
     first += [c for c in LANGUAGE_COLUMNS + ["epoch"] if c in df]
     rest = [c for c in df.columns if c not in first and c not in ("seed_list", "trial_ids", "error")]
     return df[first + rest + ["seed_list", "trial_ids", "error"]].reset_index(drop=True)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and np.isnan(value))
+
+
+def _present(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that have a value (a configuration's row is empty where only others have one)."""
+    return {k: v for k, v in settings.items() if not _missing(v)}
+
+
+def resolve_floor(constraint: Constraint, configs: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Per configuration of ``configs``, the floor under ``constraint.metric`` (NaN where it
+    is not known yet: such a configuration is not judged infeasible), and the note that
+    says it (e.g. ``feasible: acc_en >= 51.30 (plain's 53.30 - 2)``).
+
+    * a number: ``baseline - delta`` for every configuration;
+    * ``plain``: ``mean - delta`` of the configuration marked ``baseline``, once all its
+      seeds finished; until then no floor;
+    * ``majority``: each configuration's own ``majority_en + delta`` (the same for every
+      configuration of a sweep: it depends on the evaluation labels only); where no trial
+      reported ``majority_en``, no floor.
+    """
+    c, index, nan = constraint, configs.index, float("nan")
+    if not c.relative:
+        return pd.Series(c.floor, index=index), f"feasible: {c.metric} >= {c.floor:.2f} ({c.baseline:g} - {c.delta:g})"
+    if c.baseline == "plain":
+        is_base = configs["baseline"].astype(bool) if "baseline" in configs else pd.Series(False, index=index)
+        value = configs[c.metric] if c.metric in configs else pd.Series(nan, index=index)
+        done = is_base & (configs["status"] == "TERMINATED") & value.notna()
+        if not done.any():
+            return (pd.Series(nan, index=index),
+                    f"feasible: {c.metric} >= plain's mean - {c.delta:g} once the plain baseline has finished "
+                    "(until then no configuration is judged infeasible)")
+        reference = float(value[done].iloc[0])
+        floor = c.floor_from(reference)
+        return pd.Series(floor, index=index), f"feasible: {c.metric} >= {floor:.2f} (plain's {reference:.2f} - {c.delta:g})"
+    reference = configs["majority_en"] if "majority_en" in configs else pd.Series(nan, index=index)
+    floor = reference + c.delta
+    known = sorted(set(round(float(v), 2) for v in reference.dropna()))
+    if not known:
+        note = (f"feasible: {c.metric} >= majority_en + {c.delta:g} once trials report majority_en "
+                "(until then no configuration is judged infeasible)")
+    elif len(known) == 1:
+        note = (f"feasible: {c.metric} >= {known[0] + c.delta:.2f} (majority's {known[0]:.2f} + {c.delta:g}; majority: "
+                "the English accuracy of predicting each task's most frequent class)")
+    else:
+        note = f"feasible: {c.metric} >= each configuration's majority_en + {c.delta:g}"
+    return floor, note
+
+
+def leaderboard_notes(board: "Leaderboard") -> list[str]:
+    """What the marks of ``board.configs`` mean, the resolved floor included."""
+    configs = board.configs
+    notes = []
+    if board.constraint is not None and not configs.empty:
+        notes.append(resolve_floor(board.constraint, configs)[1])
+    notes.append(f"collapsed: a seed predicted one class for >= {COLLAPSE_THRESHOLD:g} % of a task's English examples "
+                 "(it learned nothing); ranked after every configuration that learned, whatever its gap")
+    if "baseline" in configs:
+        notes.append("baseline: plain fine-tuning (every regularizer off), run by the sweep to measure the floor")
+    if board.multi_objective:
+        notes.append("pareto: not dominated on " + ", ".join(f"{m} ({o})" for m, o in zip(board.metrics, board.modes))
+                     + ", among the finished, feasible configurations that learned")
+    return notes
+
+
+def config_settings(row: pd.Series, space: SearchSpace) -> dict[str, Any]:
+    """The settings of a leaderboard row to apply to ``space.recipe``: the searched ones and,
+    for the plain baseline, the loss switches it turns off beyond them
+    (:data:`~xling_ray.tune.space.LOSS_SWITCHES`, e.g. ``losses.adjustment.regime``)."""
+    settings = {k: plain_value(row[k]) for k in space.search}
+    settings.update({k: plain_value(row[k]) for k in LOSS_SWITCHES
+                     if k not in space.search and k in row.index and not _missing(row[k])})
+    return settings
 
 
 def plain_value(value: Any) -> Any:
@@ -201,9 +303,10 @@ def write_leaderboard(board: Leaderboard, run_dir: str | Path, prefix: str = "le
     into ``run_dir`` (any storage pyarrow writes). Returns the paths written."""
     from xling_ray.tune.storage import write_text
 
+    notes = "".join(f"- {n}\n" for n in leaderboard_notes(board)) + "\n"
     files = {
         f"{prefix}.csv": board.configs.to_csv(index=False),
-        f"{prefix}.md": board.configs.to_markdown(index=False, floatfmt=".2f") + "\n" if not board.configs.empty else "(no trials)\n",
+        f"{prefix}.md": notes + board.configs.to_markdown(index=False, floatfmt=".2f") + "\n" if not board.configs.empty else "(no trials)\n",
         f"{prefix}_trials.csv": board.trials.to_csv(index=False),
     }
     return [write_text(run_dir, name, text) for name, text in files.items()]
@@ -230,8 +333,10 @@ def format_leaderboard(board: Leaderboard) -> str:
         return "(no trials)"
     key = ["rank", "config_id"]
     langs = [c for c in LANGUAGE_COLUMNS if c in df]
-    shown = df.drop(columns=langs + [c for c in df.columns if c.startswith(("acc_xnli_target", "acc_pawsx_target"))]
-                    + ["trial_ids"])
+    per_task = ("acc_xnli_target", "acc_pawsx_target", "top_class_", "collapsed_")
+    if not (board.constraint is not None and board.constraint.baseline == "majority"):
+        per_task += ("majority_en",)
+    shown = df.drop(columns=langs + [c for c in df.columns if c.startswith(per_task)] + ["trial_ids"])
     multi_seed = (df["seeds"] > 1).any()
     for col in SUMMARY_COLUMNS:
         if col in shown and f"{col}_std" in shown:
@@ -243,14 +348,8 @@ def format_leaderboard(board: Leaderboard) -> str:
     if not shown["error"].fillna("").astype(bool).any():
         shown = shown.drop(columns="error")
     per_language = df[key + langs].rename(columns=lambda c: c.removeprefix("acc_"))
-    notes = []
-    if multi_seed:
-        notes.append("metrics: mean ± standard deviation over seeds")
-    if board.constraint is not None:
-        c = board.constraint
-        notes.append(f"feasible: {c.metric} >= {c.baseline:g} - {c.delta:g}")
-    if board.multi_objective:
-        notes.append("pareto: not dominated on " + ", ".join(f"{m} ({o})" for m, o in zip(board.metrics, board.modes)))
+    notes = ["metrics: mean ± standard deviation over seeds"] if multi_seed else []
+    notes += leaderboard_notes(board)
     head = ("\n".join(notes) + "\n") if notes else ""
     return f"{head}{_to_text(shown)}\n\nAccuracy (%) per task and language:\n{_to_text(per_language)}"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from xling_ray.leaderboard.table import SUMMARY_COLUMNS
+from xling_ray.leaderboard.table import SUMMARY_COLUMNS, leaderboard_notes
 from xling_ray.report import figures
 from xling_ray.report.run import RunReport, gap_front, heatmap_frame, load_report, trial_label
 
@@ -85,7 +85,8 @@ def render_report(report: RunReport, top: int = 3) -> str:
         + f". Ranked by {_e(goal)}; transfer gap = English accuracy minus the mean of the other languages "
         f"(per task; headline = mean of XNLI and PAWS-X). Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
         "<h2>Leaderboard</h2>",
-        "<p class='note'>One row per trial; rank is its configuration's. Click a column to sort.</p>",
+        "<p class='note'>One row per trial; rank is its configuration's. Click a column to sort.<br>"
+        + "<br>".join(_e(n) for n in leaderboard_notes(board)) + "</p>",
         _trials_table(report),
     ]
     if report.multi_seed:
@@ -111,6 +112,8 @@ def _trials_table(report: RunReport) -> str:
     cols = ["rank", "trial_id", "config_id", "seed", "status"] + [c for c in _TRIAL_METRICS if c in trials]
     cols += [c for c in report.searched if c in trials] + [c for c in ("epoch", "error") if c in trials]
     show = trials[cols].copy()
+    if "collapsed" in trials:  # 1.0 / 0.0 per trial; shown as the leaderboard's mark
+        show.insert(cols.index("status") + 1, "collapsed", trials["collapsed"].eq(1.0))
     if not show.get("error", pd.Series(dtype=str)).fillna("").astype(bool).any():
         show = show.drop(columns="error", errors="ignore")
     if not report.multi_seed:
@@ -122,7 +125,8 @@ def _trials_table(report: RunReport) -> str:
 
 def _configs_table(report: RunReport) -> str:
     configs = report.board.configs
-    cols = ["rank", "config_id", "status", "seeds"] + [c for c in ("feasible", "pareto") if c in configs]
+    cols = ["rank", "config_id", "status", "seeds"] + [c for c in ("feasible", "collapsed", "baseline", "pareto")
+                                                       if c in configs]
     shown = configs[cols].copy()
     for c in SUMMARY_COLUMNS[:5]:
         if c in configs:
@@ -210,7 +214,8 @@ def _figures(report: RunReport, top: int) -> list[str]:
     if ok.any():
         shown = configs[ok]
         out.append("<p class='note'>One point per configuration (mean over seeds); the star marks the Pareto front "
-                   "of a lower gap and a higher target accuracy: no other configuration is better at both.</p>")
+                   "of a lower gap and a higher target accuracy: no other configuration is better at both. "
+                   "Collapsed configurations (they learned nothing: a gap near 0) are never on it.</p>")
         out.append(_img(figures.to_png(figures.gap_vs_target(shown, [f"#{r}" for r in shown["rank"]],
                                                              gap_front(shown).tolist())), "gap against target accuracy"))
     else:

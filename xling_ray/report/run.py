@@ -18,7 +18,7 @@ import pandas as pd
 from xling_ray.config import RecipeConfig
 from xling_ray.leaderboard import build_leaderboard
 from xling_ray.leaderboard.table import LANGUAGE_COLUMNS, Leaderboard, pareto_front, plain_value
-from xling_ray.tune.space import Distribution, SearchSpace
+from xling_ray.tune.space import LOSS_SWITCHES, Distribution, SearchSpace
 
 #: Recipe fields that say where things are on one machine, not what a trial does.
 _LOCATION_FIELDS = ("data.data_dir", "model.cache_dir")
@@ -95,11 +95,14 @@ def heatmap_frame(trials: pd.DataFrame) -> pd.DataFrame:
 
 def gap_front(configs: pd.DataFrame) -> pd.Series:
     """Which configurations are on the Pareto front of (lower ``gap``, higher ``acc_target``),
-    among those with both numbers."""
+    among those with both numbers that learned: a ``collapsed`` configuration's gap near 0
+    is no trade-off, and it is never on the front."""
     mask = pd.Series(False, index=configs.index)
     if configs.empty or not {"gap", "acc_target"} <= set(configs):
         return mask
     ok = configs[["gap", "acc_target"]].notna().all(axis=1)
+    if "collapsed" in configs:
+        ok &= ~configs["collapsed"].astype(bool)
     front = pareto_front(configs.loc[ok, ["gap", "acc_target"]].to_numpy(float), ("min", "max"))
     mask.loc[configs.index[ok][front]] = True
     return mask
@@ -151,6 +154,8 @@ def param_importances(board: Leaderboard, space: SearchSpace | None, searched: l
     if configs.empty or metric not in configs:
         return {}, "no finished configuration yet"
     done = configs[(configs["status"] == "TERMINATED") & configs[metric].notna()]
+    if "baseline" in done:  # the plain baseline is a reference, not a sample of the space (weights at 0)
+        done = done[~done["baseline"].astype(bool)]
     dists = {}
     for key in searched:
         if key not in done:
@@ -222,7 +227,9 @@ def config_difference(board: Leaderboard, space: SearchSpace | None, searched: l
     base = _flatten(base_recipe.model_dump())
     columns: dict[str, dict[str, Any]] = {}
     for _, row in configs.head(top).iterrows():
-        settings = {k: plain_value(row[k]) for k in searched if k in row and not _missing(row[k])}
+        # The plain baseline also switches off what the recipe fixes on (LOSS_SWITCHES, e.g. adjustment's regime).
+        keys = list(searched) + [k for k in LOSS_SWITCHES if k not in searched]
+        settings = {k: plain_value(row[k]) for k in keys if k in row and not _missing(row[k])}
         try:
             recipe = _flatten(base_recipe.with_updates(settings).model_dump())
         except Exception:  # a setting the current code no longer accepts: show it as given

@@ -5,7 +5,8 @@ On a terminal, one status line is redrawn in place (at most once a second):
     sweep 3/9 done | 2 running | 1 failed | best gap 4.21 (trial 1a2b_00002) | 12:03 elapsed | ETA 24:10
 
 Not on a terminal (CI, a log file), nothing is printed while the sweep runs and one
-final line when it ends, so logs stay readable. The counts come from the trials' own
+final line when it ends, so logs stay readable. The best value so far leaves out
+collapsed trials (``collapsed`` 1.0: they learned nothing), as the leaderboard does. The counts come from the trials' own
 statuses (so a resumed sweep starts from what it already has); the estimate is
 
     ETA = (sum over running trials of max(0, T - age) + T * trials not started) / max(1, running)
@@ -111,6 +112,10 @@ class SweepProgress(Callback):
     # ---------------------------------------------------------------- the line
 
     def _update_best(self, trial_id: str, result: dict) -> None:
+        """A collapsed trial (``collapsed`` 1.0: it learned nothing) is never the best: its gap
+        near 0 is no result, and the leaderboard ranks it last."""
+        if result.get("collapsed") == 1.0:
+            return
         value = result.get(self.metric)
         if not isinstance(value, (int, float)) or math.isnan(value):
             return

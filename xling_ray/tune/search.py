@@ -5,11 +5,20 @@ configuration repeated over seeds.
   Optuna sampler (TPE, NSGA-II or random; all three handle several objectives).
 * An optional floor (:class:`~xling_ray.tune.space.Constraint`):
   :class:`ConstrainedOptunaSearch` sets it on the Optuna trial
-  (``Trial.set_constraint``) before it tells Optuna the result.
+  (``Trial.set_constraint``) before it tells Optuna the result, with the floor
+  known when the result arrives: a number's ``baseline - delta``; ``majority``:
+  the configuration's own ``majority_en + delta``; ``plain``: the plain
+  baseline's observed mean ``- delta`` once it has finished, and before that
+  the configuration is reported feasible (a constraint value is set once).
 * Seeds: :class:`SeedGroups`, Tune's ``Repeater`` generalised to several
   metrics: each configuration Optuna suggests runs ``seeds`` times (Tune trials
   with ``__trial_index__`` 0..n-1), and Optuna is told the mean over the seeds
   once all have finished. A configuration with a failed seed is failed.
+* The plain baseline (``constraint.baseline: plain``): :class:`SeedGroups` runs
+  it first, before asking Optuna, over the same seeds, and hands its mean to
+  :class:`ConstrainedOptunaSearch`. Optuna is not told its result: it is a
+  reference, not a sample of the space (its weights at 0 lie outside a log
+  range, which Optuna refuses).
 
 The whole state (Optuna's study and sampler, the seed groups) is saved by Tune
 with the experiment state and restored by ``Tuner.restore``; :func:`load_study`
@@ -24,9 +33,9 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.repeater import TRIAL_INDEX
+from ray.tune.search.repeater import TRIAL_INDEX, _TrialGroup
 
-from xling_ray.tune.space import SweepConfig
+from xling_ray.tune.space import Constraint, SearchSpace, SweepConfig, same_settings
 
 _FAILED = "__failed__"
 
@@ -34,29 +43,72 @@ _FAILED = "__failed__"
 class ConstrainedOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that also sets a constraint on the Optuna trial before telling
     its result: ``trial.set_constraint(metric, floor - value)``, feasible when <= 0.
-    Optuna's TPE and NSGA-II samplers then prefer feasible regions."""
+    Optuna's TPE and NSGA-II samplers then prefer feasible regions. The floor is the
+    one known when the result arrives (:meth:`floor_for`)."""
 
-    def __init__(self, *args, constraint_metric: str | None = None, constraint_floor: float | None = None, **kwargs):
+    def __init__(self, *args, constraint: Constraint | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._constraint = (constraint_metric, constraint_floor) if constraint_metric else None
+        self._guard = constraint
+        self._plain_reference: float | None = None  # the plain baseline's mean of the metric, once known
+
+    def set_plain_reference(self, value: float) -> None:
+        """The plain baseline's mean of the constraint's metric over its seeds."""
+        self._plain_reference = float(value)
+
+    def floor_for(self, result: dict) -> float | None:
+        """The floor for a configuration's (mean) ``result``: a number's ``baseline - delta``;
+        ``majority``: ``result["majority_en"] + delta``; ``plain``: the baseline's mean
+        ``- delta``. ``None`` while unknown (plain's baseline not finished, no
+        ``majority_en`` reported): the configuration is then reported feasible."""
+        c = self._guard
+        if c is None:
+            return None
+        if not c.relative:
+            return c.floor
+        reference = self._plain_reference if c.baseline == "plain" else result.get("majority_en")
+        if reference is None or math.isnan(reference):
+            return None
+        return c.floor_from(float(reference))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if result and self._constraint and trial_id in self._ot_trials:
-            metric, floor = self._constraint
-            value = result.get(metric)
+        c = self._guard
+        if result and c and trial_id in self._ot_trials:
+            value = result.get(c.metric)
             if value is not None and not math.isnan(value):
-                self._ot_trials[trial_id].set_constraint(metric, floor - float(value))
+                floor = self.floor_for(result)
+                self._ot_trials[trial_id].set_constraint(c.metric, 0.0 if floor is None else floor - float(value))
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
 class SeedGroups(Repeater):
     """Runs every suggested configuration with ``seeds`` trials and tells the inner
     searcher the mean of each of ``metrics`` over them (Tune's ``Repeater`` averages
-    one metric only). If any seed fails, the configuration is reported failed."""
+    one metric only). If any seed fails, the configuration is reported failed.
 
-    def __init__(self, searcher, seeds: int, metrics: list[str]):
+    ``baseline``: the plain baseline's settings. With ``run_baseline`` it is the first
+    configuration, served before the inner searcher is asked and never told to it.
+    Whenever a configuration with these settings finishes (served here, or an identical
+    point the searcher suggested), its mean of the constraint's metric goes to the
+    inner searcher's ``set_plain_reference`` first."""
+
+    def __init__(self, searcher, seeds: int, metrics: list[str], baseline: dict[str, Any] | None = None,
+                 run_baseline: bool = False, baseline_metric: str | None = None):
         super().__init__(searcher, repeat=seeds, set_index=True)
         self._metrics = list(metrics)
+        self._baseline = dict(baseline) if baseline is not None else None
+        self._baseline_metric = baseline_metric
+        self._serve_baseline = bool(run_baseline and baseline is not None)
+        self._served: set[str] = set()  # primary trial ids of groups the inner searcher never suggested
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._serve_baseline and (self._current_group is None or self._current_group.full()):
+            self._serve_baseline = False
+            self._current_group = _TrialGroup(trial_id, dict(self._baseline), max_trials=self.repeat)
+            self._groups.append(self._current_group)
+            self._served.add(trial_id)
+            self._trial_id_to_group[trial_id] = self._current_group
+            return {**self._baseline, TRIAL_INDEX: 0}
+        return super().suggest(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, **kwargs):
         group = self._trial_id_to_group[trial_id]
@@ -67,10 +119,17 @@ class SeedGroups(Repeater):
         if not group.finished_reporting():
             return
         reports = group.scores()
-        if any(r.get(_FAILED) for r in reports):
+        failed = any(r.get(_FAILED) for r in reports)
+        mean = {} if failed else {m: float(np.mean([r[m] for r in reports])) for m in self._metrics
+                                  if all(m in r for r in reports)}
+        if (self._baseline is not None and self._baseline_metric in mean
+                and same_settings(group.config, self._baseline) and hasattr(self.searcher, "set_plain_reference")):
+            self.searcher.set_plain_reference(mean[self._baseline_metric])
+        if group.primary_trial_id in self._served:
+            return
+        if failed:
             self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
             return
-        mean = {m: float(np.mean([r[m] for r in reports])) for m in self._metrics if all(m in r for r in reports)}
         self.searcher.on_trial_complete(group.primary_trial_id, result=mean, error=False)
 
 
@@ -84,21 +143,37 @@ def make_sampler(sweep: SweepConfig):
     return optuna.samplers.RandomSampler(seed=sweep.seed)
 
 
-def make_search_alg(sweep: SweepConfig) -> SeedGroups:
+def make_search_alg(space: SearchSpace) -> SeedGroups:
     """The searcher a sweep gives ``TuneConfig(search_alg=...)``; Tune's
-    ``num_samples`` must then be ``sweep.num_samples * sweep.seeds``."""
+    ``num_samples`` must then be :func:`num_trials`."""
+    sweep = space.sweep
     metrics, modes = list(sweep.metrics), list(sweep.modes)
     single = len(metrics) == 1
+    points = list(space.first_points())
+    if space.runs_baseline_first:
+        points = points[1:]  # served by SeedGroups, outside Optuna
+    c = sweep.constraint
     inner = ConstrainedOptunaSearch(
         metric=metrics[0] if single else metrics,
         mode=modes[0] if single else modes,
         sampler=make_sampler(sweep),
-        points_to_evaluate=[dict(p) for p in sweep.points_to_evaluate] or None,
-        constraint_metric=sweep.constraint.metric if sweep.constraint else None,
-        constraint_floor=sweep.constraint.floor if sweep.constraint else None,
+        points_to_evaluate=points or None,
+        constraint=c,
     )
-    told = metrics + ([sweep.constraint.metric] if sweep.constraint and sweep.constraint.metric not in metrics else [])
-    return SeedGroups(inner, seeds=sweep.seeds, metrics=told)
+    told = list(metrics)
+    for extra in ([c.metric] if c else []) + (["majority_en"] if c and c.baseline == "majority" else []):
+        if extra not in told:
+            told.append(extra)
+    return SeedGroups(inner, seeds=sweep.seeds, metrics=told, baseline=space.baseline_point,
+                      run_baseline=space.runs_baseline_first, baseline_metric=c.metric if c else None)
+
+
+def num_trials(space: SearchSpace) -> int:
+    """Tune trials of a searched sweep: ``num_samples`` configurations, plus the plain
+    baseline when the sweep adds it (:attr:`~xling_ray.tune.space.SearchSpace.runs_baseline_first`),
+    each with ``seeds`` trials."""
+    s = space.sweep
+    return (s.num_samples + int(space.runs_baseline_first)) * s.seeds
 
 
 def seed_index(config: dict[str, Any]) -> tuple[dict[str, Any], int]:

@@ -17,13 +17,14 @@ searched field exists and accepts the distribution's values.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from xling_ray.config import ConfigError, RecipeConfig, format_validation_error
+from xling_ray.config import ConfigError, Ding2022Config, RecipeConfig, XLingLearnConfig, format_validation_error
 
 
 class _Strict(BaseModel):
@@ -81,6 +82,25 @@ class Distribution(_Strict):
             return tune.lograndint(self.logint[0], self.logint[1] + 1)
         return tune.choice(list(self.choice))
 
+    def midpoint(self) -> Any:
+        """The value a setting takes where nothing else says which: the middle of the range
+        (on the log scale for ``loguniform`` and ``logint``: the geometric mean; ``int``:
+        rounded down, ``logint``: to the nearest integer), or the first ``choice``.
+
+        >>> Distribution(loguniform=(1e-5, 1e-3)).midpoint()
+        0.0001
+        """
+        k = self.kind
+        if k == "choice":
+            return self.choice[0]
+        if k == "uniform":
+            return (self.uniform[0] + self.uniform[1]) / 2
+        if k == "loguniform":
+            return float(f"{math.sqrt(self.loguniform[0] * self.loguniform[1]):.12g}")
+        if k == "int":
+            return (self.int_[0] + self.int_[1]) // 2
+        return int(round(math.sqrt(self.logint[0] * self.logint[1])))
+
     def extremes(self) -> list[Any]:
         """Values that every trial's config must accept (checked on load)."""
         k = self.kind
@@ -98,21 +118,149 @@ class SchedulerConfig(_Strict):
 
 
 class Constraint(_Strict):
-    """A floor on a metric, e.g. English accuracy: ``metric >= baseline - delta``.
+    """A floor on a metric, English accuracy by default: a configuration whose mean over its
+    seeds falls below it is infeasible. A low gap bought by hurting English is no win.
 
-    A low gap bought by hurting English is not a win: with ``baseline`` the
-    English accuracy of plain fine-tuning (a previous sweep's leaderboard),
-    configurations below ``baseline - delta`` are infeasible. Optuna's sampler
-    learns the constraint (``Trial.set_constraint``) and the leaderboard ranks
-    infeasible configurations after the feasible ones."""
+    ``baseline`` is what the floor is measured against:
+
+    * a number (e.g. ``acc_en`` of plain fine-tuning in an earlier sweep):
+      ``floor = baseline - delta``;
+    * ``plain``: the sweep measures it itself. It runs plain fine-tuning (the recipe with
+      every loss weight at 0, :func:`plain_point`) first, with the same seeds, and
+      ``floor = plain's mean metric - delta``; until that configuration has finished no
+      configuration is judged infeasible;
+    * ``majority``: ``floor = majority_en + delta``, plus, not minus: English accuracy must
+      beat predicting each task's most frequent evaluation class by ``delta`` (each trial
+      reports ``majority_en``; needs ``metric: acc_en``).
+
+    Optuna's sampler learns the floor (``Trial.set_constraint``, see
+    :mod:`xling_ray.tune.search`) and the leaderboard ranks infeasible configurations
+    after the feasible ones."""
 
     metric: str = "acc_en"
-    baseline: float = Field(description="the metric's reference value, e.g. acc_en of plain fine-tuning (percent)")
-    delta: float = Field(1.0, ge=0, description="allowed drop below the baseline")
+    baseline: float | Literal["plain", "majority"] = Field(
+        description="the metric's reference value (percent), or plain, or majority (see the class docstring)")
+    delta: float = Field(1.0, ge=0, description="allowed drop below the baseline (majority: required margin above it)")
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _known_baseline(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in ("plain", "majority"):
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"baseline: a number (the metric's reference value), 'plain' (measured by the sweep) "
+                                 f"or 'majority' (the constant predictor); got {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _majority_is_english(self) -> "Constraint":
+        if self.baseline == "majority" and self.metric != "acc_en":
+            raise ValueError(f"baseline majority is the English accuracy of the constant predictor (majority_en): "
+                             f"it needs metric acc_en, not {self.metric!r}")
+        return self
 
     @property
-    def floor(self) -> float:
-        return self.baseline - self.delta
+    def relative(self) -> bool:
+        """Whether the floor is measured in the sweep (``plain``, ``majority``), not given."""
+        return isinstance(self.baseline, str)
+
+    def floor_from(self, reference: float) -> float:
+        """The floor given the reference value: ``reference + delta`` for ``majority``
+        (beat the constant predictor), ``reference - delta`` for ``plain`` and a number."""
+        return reference + self.delta if self.baseline == "majority" else reference - self.delta
+
+    @property
+    def floor(self) -> float | None:
+        """The floor of a numeric baseline; ``None`` for ``plain`` and ``majority``, which
+        resolve from the trials (:func:`xling_ray.leaderboard.table.resolve_floor`)."""
+        return None if self.relative else self.floor_from(float(self.baseline))
+
+
+# ---------------------------------------------------------------- the plain baseline
+
+#: Settings that turn a part of the objective beyond cross-entropy on by themselves,
+#: each with the value that turns it off (LossConfig's defaults). The plain baseline
+#: switches these off even where ``recipe`` fixes them (e.g. adjustment.yaml's
+#: ``regime: before``), not only where they are searched.
+LOSS_SWITCHES: dict[str, Any] = {
+    "losses.label_smoothing": 0.0,
+    **{f"losses.xlinglearn.{f}": 0.0 for f in XLingLearnConfig.model_fields if f.startswith("w_")},
+    **{f"losses.ding2022.{f}": 0.0 for f in Ding2022Config.model_fields if f.startswith("w_")},
+    "losses.xite.ratio": 0.0,
+    "losses.adjustment.regime": "off",
+}
+
+
+def loss_off_value(key: str) -> Any | None:
+    """The value that switches the searched setting ``key`` off in the plain baseline, or
+    ``None`` when ``key`` is not a loss weight.
+
+    A loss weight is a setting under ``losses.`` that is
+
+    * a term's weight ``w_*`` (XLingLearn's four, Ding 2022's two, continual
+      adjustment's ``w_align`` and ``w_reg``): 0.0;
+    * adjustment's ``base_rate`` (the weight of L_reg before fine-tuning): 0.0;
+    * ``xite.ratio`` (synthetic examples per real one): 0.0;
+    * ``adjustment.regime``: ``"off"``;
+    * ``label_smoothing``: 0.0 (plain cross-entropy).
+
+    Every other setting of a method (``p_sub``, ``rho``, ``lam``, pool sizes, ...) does
+    nothing once its weights are 0, and is not one.
+    """
+    if not key.startswith("losses."):
+        return None
+    if key in LOSS_SWITCHES:
+        return LOSS_SWITCHES[key]
+    name = key.rsplit(".", 1)[-1]
+    if name.startswith("w_") or key == "losses.adjustment.base_rate":
+        return 0.0
+    return None
+
+
+def plain_point(recipe: RecipeConfig, search: dict[str, Distribution],
+                points_to_evaluate: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """The settings of the plain baseline: plain fine-tuning under the sweep's budget.
+
+    * every searched loss weight at its off value (:func:`loss_off_value`);
+    * every other searched setting (``train.lr``, ``losses.xite.lam``, ...) at its value in
+      the first ``points_to_evaluate`` entry (the space's reference configuration), or,
+      without one, at its distribution's :meth:`~Distribution.midpoint`;
+    * plus, beyond the searched keys, each :data:`LOSS_SWITCHES` setting that ``recipe``
+      fixes on, switched off (adjustment.yaml's ``losses.adjustment.regime: off``).
+    """
+    first = points_to_evaluate[0] if points_to_evaluate else {}
+    point: dict[str, Any] = {}
+    for key, dist in search.items():
+        off = loss_off_value(key)
+        point[key] = off if off is not None else first.get(key, dist.midpoint())
+    fixed = recipe.model_dump()
+    for key, off in LOSS_SWITCHES.items():
+        if key in search:
+            continue
+        value = fixed
+        for part in key.split("."):
+            value = value[part]
+        if value != off:
+            point[key] = off
+    return point
+
+
+def same_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configurations' settings are equal: the same keys, numbers equal to
+    1e-9 relative (values read back from a CSV or numpy), everything else ``==``."""
+    if set(a) != set(b):
+        return False
+    for key, x in a.items():
+        y = b[key]
+        x, y = (v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in (x, y))
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+        if numbers:
+            if not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=0.0):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 class SweepConfig(_Strict):
@@ -126,7 +274,8 @@ class SweepConfig(_Strict):
         description="trials per configuration, with train.seed, train.seed+1, ...; ranked on their mean")
     metric: str | tuple[str, ...] = "gap"
     mode: Literal["min", "max"] | tuple[Literal["min", "max"], ...] = "min"
-    constraint: Constraint | None = None
+    constraint: Constraint | None = Field(
+        None, description="a floor on a metric (English accuracy); null: only collapsed models are ranked last")
     sampler: Literal["tpe", "nsga2", "random"] = Field("tpe", description="Optuna sampler (all handle several objectives)")
     seed: int = Field(0, description="seeds Optuna's sampler")
     n_startup_trials: int = Field(10, ge=0, description="TPE's random configurations before it models the space")
@@ -185,10 +334,44 @@ class SearchSpace(_Strict):
                     self.recipe.with_updates({key: value})
                 except ConfigError as err:
                     raise ValueError(f"search.{key} = {value!r} is not a valid recipe setting: {err}") from None
+        if self.baseline_point is not None:
+            if not self.search and self.baseline_point:
+                raise ValueError(f"sweep.constraint baseline plain: nothing is searched, so the sweep runs the recipe "
+                                 f"alone, and its recipe is not plain fine-tuning ({self.baseline_point} would be); "
+                                 "give a number or majority")
+            try:
+                self.recipe.with_updates(self.baseline_point)
+            except ConfigError as err:
+                raise ValueError(f"sweep.constraint baseline plain: the plain configuration is not a valid recipe: {err}") from None
         return self
 
     def param_space(self) -> dict[str, Any]:
         return {key: dist.to_tune() for key, dist in self.search.items()}
+
+    @property
+    def baseline_point(self) -> dict[str, Any] | None:
+        """The plain baseline's settings (:func:`plain_point`) when ``sweep.constraint`` has
+        ``baseline: plain``; else ``None``."""
+        c = self.sweep.constraint
+        if c is None or c.baseline != "plain":
+            return None
+        return plain_point(self.recipe, self.search, self.sweep.points_to_evaluate)
+
+    @property
+    def runs_baseline_first(self) -> bool:
+        """Whether the sweep adds the plain baseline before ``points_to_evaluate``: with
+        ``baseline: plain``, unless an identical point is already there (then that one is
+        the baseline) or nothing is searched (then the recipe itself is)."""
+        point = self.baseline_point
+        return (point is not None and bool(self.search)
+                and not any(same_settings(point, p) for p in self.sweep.points_to_evaluate))
+
+    def first_points(self) -> tuple[dict[str, Any], ...]:
+        """The configurations the sweep tries first: the plain baseline when
+        :attr:`runs_baseline_first`, then ``sweep.points_to_evaluate``. The added baseline
+        is one configuration more than ``num_samples``."""
+        points = tuple(dict(p) for p in self.sweep.points_to_evaluate)
+        return ((self.baseline_point,) + points) if self.runs_baseline_first else points
 
 
 def load_search_space(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:

@@ -12,7 +12,7 @@ from xling_ray.models import resolve_model_path
 from xling_ray.train.ray_train import ray_runtime
 from xling_ray.tune.space import SearchSpace
 from xling_ray.tune.progress import SweepProgress
-from xling_ray.tune.search import make_search_alg
+from xling_ray.tune.search import make_search_alg, num_trials
 from xling_ray.tune.storage import (
     check_cluster_storage, check_shared_storage, open_run_dir, read_text, resolve_storage, run_dir_of, write_text,
 )
@@ -73,6 +73,28 @@ def load_run_space(run_dir: str | Path) -> SearchSpace:
     return SearchSpace.model_validate(raw)
 
 
+def guard_line(space: SearchSpace) -> str:
+    """The line a sweep prints when it starts: what its leaderboard guards against.
+
+    Collapsed models (one class for nearly every English example) always rank last; a
+    ``sweep.constraint`` also puts a floor under English accuracy. A space without one
+    (``constraint: null`` or absent) is an explicit opt-out, and the line says so."""
+    from xling_ray.metrics import COLLAPSE_THRESHOLD
+
+    c = space.sweep.constraint
+    if c is None:
+        return (f"Guard: no sweep.constraint: the leaderboard will only rank collapsed models (one class for >= "
+                f"{COLLAPSE_THRESHOLD:g} % of a task's English examples) last, not guard against an English drop.")
+    if c.baseline == "plain":
+        extra = ", one configuration more than num_samples" if space.runs_baseline_first else ""
+        floor = f"plain fine-tuning's mean - {c.delta:g} (plain fine-tuning runs first{extra})"
+    elif c.baseline == "majority":
+        floor = f"majority_en + {c.delta:g} (the English accuracy of predicting each task's most frequent class)"
+    else:
+        floor = f"{c.floor:g} ({c.baseline:g} - {c.delta:g})"
+    return f"Guard: the leaderboard ranks configurations with {c.metric} below {floor} after the others, and collapsed models last."
+
+
 def run_sweep(
     space: SearchSpace,
     storage: str = DEFAULT_STORAGE,
@@ -109,6 +131,7 @@ def run_sweep(
     # Snapshotting the experiment state at every trial checkpoint is what makes resume exact
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    print(guard_line(space), flush=True)
     # On a terminal the live status line stands alone: trial logs would break it.
     with ray_runtime(address, log_to_driver=verbose > 0 and not sys.stdout.isatty()):
         check_cluster_storage(storage, shared_storage)
@@ -133,8 +156,8 @@ def run_sweep(
             else:
                 scheduler = FIFOScheduler()
             if space.search:
-                searched = dict(param_space=space.param_space(), search_alg=make_search_alg(s),
-                                num_samples=s.num_samples * s.seeds)
+                searched = dict(param_space=space.param_space(), search_alg=make_search_alg(space),
+                                num_samples=num_trials(space))
             else:  # nothing to search: the recipe itself, once per seed (e.g. a baseline)
                 searched = dict(param_space={TRIAL_INDEX: tune.grid_search(list(range(s.seeds)))}, search_alg=None,
                                 num_samples=1)
