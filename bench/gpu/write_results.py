@@ -1,0 +1,302 @@
+"""Write ``bench/gpu/RESULTS.md`` from the files a device call returned.
+
+    python bench/gpu/write_results.py                       # every folder under bench/gpu/results/
+    python bench/gpu/write_results.py RESULTS_DIR [...] [-o FILE]
+
+Each results folder holds what ``run.py`` wrote into ``$OUT`` (``env.json``, ``part_a.json``,
+``part_b.json``, ``part_c.json``, ``log.txt``); copy the device's returned files there, one folder
+per call (e.g. ``bench/gpu/results/2026-12-01-call1/``). Part b's runs are merged over the folders
+(a second call may run the runs the first did not reach). Every figure on the page is read from
+those files; with none, the page says that the kit awaits a device and no GPU figure is measured.
+A dry run's files (``run.py --dry-run``) give a page titled as such: CPU and a tiny random model,
+not GPU figures.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS_DIR = HERE / "results"
+RESULTS_MD = HERE / "RESULTS.md"
+sys.path.insert(0, str(REPO))
+
+from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES  # noqa: E402
+
+LANG_COLUMNS = [f"acc_xnli_{l}" for l in XNLI_LANGUAGES] + [f"acc_pawsx_{l}" for l in PAWSX_LANGUAGES]
+METHOD_ORDER = ["plain", "xlinglearn", "ding2022", "xite", "adjustment", "continual"]
+
+AWAITING = """# GPU results (`bench/gpu/`)
+
+**No GPU figure is measured yet.** The kit in `bench/gpu/` is built and checked on CPU
+(`tests/test_gpu_kit.py` runs `prepare.py --no-wheels` and `run.py --dry-run` with the tiny random model);
+it awaits a session whose task is lent a device (one H200, 15 minutes of device time). Until then every GPU
+claim of this project is unmeasured: the GPU path (bf16 autocast on CUDA, GPU workers, nccl) has not been run
+on a GPU.
+
+What the device call will measure, most important first (`bench/gpu/run.py`):
+
+a. the product's training loop (`run_recipe`) on the GPU with bf16 through its local session (Ray cannot be
+   carried: its wheel alone is over the 64 MiB a call carries): quickstart trials one at a time against 4 packed
+   onto the GPU (each capped to a quarter of its memory, as `--gpus-per-trial 0.25` packs them under Ray):
+   trials per hour and GPU memory per trial; and the loop on a DDP-wrapped model over an nccl group of one rank;
+b. plain fine-tuning on all offline English training pairs for 2 epochs, then each method's default configuration,
+   3 seeds each, evaluated on the held-out validation examples: per-language accuracy, gaps, mean ± std;
+c. training-step and 17-language evaluation throughput of the offline model and of an XLM-R-base-size model,
+   bf16 against fp32.
+
+How to run it: `bench/README.md`, section "On a GPU: the device kit". This page is written by
+`python bench/gpu/write_results.py` from the files the call returns.
+"""
+
+
+def load_dir(path: Path) -> dict[str, Any]:
+    out = {"dir": path}
+    for name in ("env", "part_a", "part_b", "part_c"):
+        f = path / f"{name}.json"
+        if f.is_file():
+            out[name] = json.loads(f.read_text())
+    return out
+
+
+def fmt(x: Any, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def mean_std(values: list[float], digits: int = 2) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines
+
+
+def study_module():
+    spec = importlib.util.spec_from_file_location("xling_study", REPO / "bench" / "study" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ------------------------------------------------------------------------- sections
+
+
+def section_machine(calls: list[dict]) -> list[str]:
+    lines = ["## The machine and the calls", ""]
+    for c in calls:
+        env = c.get("env")
+        if not env:
+            continue
+        pk = env.get("packages", {})
+        man = env.get("kit_manifest") or {}
+        pay = man.get("payload", {})
+        lines += [f"**{c['dir'].name}** ({env.get('date')}): "
+                  f"GPU {env.get('gpu') or 'none'}; {env.get('cpu_count')} CPU cores; Python {env.get('python')}; "
+                  f"torch {pk.get('torch')} (CUDA {env.get('torch_cuda')}); transformers {pk.get('transformers')}; "
+                  f"carried: pydantic {pk.get('pydantic')}, optuna {pk.get('optuna')}, POT {pk.get('pot')}.", "",
+                  f"- command on the device: `{env.get('command')}`",
+                  f"- kit: `{man.get('command', '?')}` on {man.get('prepared', '?')}; payload "
+                  f"{fmt(pay.get('total_mib'), 1)} MiB of {pay.get('limit_mib', 64)} (working tree and kit)",
+                  f"- setup {fmt(env.get('setup_seconds'), 1)} s (wheels {env.get('install', {}).get('status', '–')} "
+                  f"{fmt(env.get('install', {}).get('seconds'), 1)} s, model {fmt(env.get('model_seconds'), 1)} s, "
+                  f"tokenising {fmt(env.get('warm_seconds'), 1)} s); whole run {fmt(env.get('total_seconds'), 1)} s; "
+                  f"parts: " + ", ".join(f"{k} {v}" for k, v in (env.get("summary") or {}).items()), ""]
+    return lines
+
+
+def section_a(a: dict | None) -> list[str]:
+    lines = ["## a. The product's GPU path: trials one at a time and packed", ""]
+    if not a:
+        return lines + ["Not measured (no part_a.json).", ""]
+    lines += [f"Status: {a.get('status')}; budget {a.get('budget_s')} s; space `{a.get('space')}`; "
+              f"{a.get('session')}."] + [f"- {n}" for n in a.get("notes", [])] + [""]
+    rows = []
+    for phase in ("sequential", "packed", "ddp"):
+        r = a.get(phase)
+        if not r:
+            continue
+        trials = [t for t in r["trials"] if t.get("status") == "ok"]
+        alloc = [t.get("peak_allocated_mib") for t in trials if t.get("peak_allocated_mib") is not None]
+        reserved = [t.get("peak_reserved_mib") for t in trials if t.get("peak_reserved_mib") is not None]
+        rows.append([phase, r["processes"], fmt(r.get("memory_fraction")), f"{r['trials_ok']} / {r['trials_started']}",
+                     fmt(r.get("wall_s"), 1), fmt(r.get("trials_per_hour"), 0), fmt(r.get("mean_trial_s"), 1),
+                     fmt(max(alloc), 0) if alloc else "–", fmt(max(reserved), 0) if reserved else "–",
+                     fmt(r.get("gpu_used_peak_mib"), 0), fmt(r.get("gpu_used_peak_mib_per_process"), 0)])
+    lines += table(["phase", "processes", "memory cap", "trials ok / started", "wall s", "trials / hour",
+                    "mean trial s", "peak allocated MiB (max over trials)", "peak reserved MiB",
+                    "nvidia-smi peak MiB (GPU)", "nvidia-smi peak / process"], rows) + [""]
+    rows = []
+    for phase in ("sequential", "packed", "ddp"):
+        for t in (a.get(phase) or {}).get("trials", []):
+            s = t.get("settings", {})
+            rows.append([phase, t.get("process"), t.get("config_index"),
+                         ", ".join(f"{k.split('.')[-1]} {v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]} {v}"
+                                   for k, v in s.items()),
+                         t.get("status"), fmt(t.get("seconds"), 1), fmt(t.get("setup_s"), 1), fmt(t.get("time_eval_s"), 1),
+                         fmt(t.get("gap")), fmt(t.get("acc_en"), 1), fmt(t.get("acc_target"), 1),
+                         fmt(t.get("peak_allocated_mib"), 0), t.get("error", "")[:120] if t.get("error") else ""])
+    lines += ["Every trial:", ""] + table(
+        ["phase", "process", "config", "settings", "status", "s", "setup s", "eval s", "gap", "acc_en", "acc_target",
+         "peak allocated MiB", "error"], rows) + [""]
+    ddp = a.get("ddp")
+    if ddp:
+        sess = next((t.get("session") for t in ddp["trials"] if t.get("session")), None)
+        lines += [f"DDP check: {ddp['trials_ok']} of {ddp['trials_started']} trial(s) ran with the model wrapped in "
+                  f"DistributedDataParallel over a process group of one rank (backend {sess.get('backend') if sess else '?'}).", ""]
+    return lines
+
+
+def merged_b(calls: list[dict]) -> tuple[dict | None, list[dict]]:
+    parts = [c["part_b"] for c in calls if c.get("part_b")]
+    if not parts:
+        return None, []
+    runs: dict[str, dict] = {}
+    for p in parts:
+        for r in p.get("runs", []):
+            if r.get("name") not in runs or r.get("status") == "ok":
+                runs[r["name"]] = r
+    return parts[0], list(runs.values())
+
+
+def section_b(calls: list[dict]) -> list[str]:
+    lines = ["## b. Plain fine-tuning and each method's default configuration at a learning budget", ""]
+    first, runs = merged_b(calls)
+    if first is None:
+        return lines + ["Not measured (no part_b.json).", ""]
+    proto = first.get("protocol", {})
+    lines += [f"Protocol: {proto.get('train')}, {proto.get('epochs')} epoch(s), {proto.get('seeds')} seed(s); "
+              f"evaluation: {proto.get('evaluation')}; plain: {proto.get('plain')}; methods: {proto.get('methods')}. "
+              f"{first.get('processes')} runs at a time on the GPU.", ""]
+    ok = [r for r in runs if r.get("status") == "ok"]
+    by_method: dict[str, list[dict]] = {}
+    for r in ok:
+        by_method.setdefault(r["method"], []).append(r)
+    methods = [m for m in METHOD_ORDER if m in by_method] + sorted(set(by_method) - set(METHOD_ORDER))
+    rows = []
+    for m in methods:
+        rs = by_method[m]
+        col = lambda k: [r["metrics"].get(k) for r in rs]  # noqa: E731
+        rows.append([m, len(rs), mean_std(col("gap")), mean_std(col("gap_xnli")), mean_std(col("gap_pawsx")),
+                     mean_std(col("acc_en"), 1), mean_std(col("acc_target"), 1),
+                     fmt(statistics.mean(r["seconds"] for r in rs) / 60, 1),
+                     fmt(max((r["peak_allocated_mib"] for r in rs if r.get("peak_allocated_mib") is not None),
+                             default=None), 0)])
+    lines += table(["method", "seeds ok", "gap", "gap_xnli", "gap_pawsx", "acc_en", "acc_target", "minutes per run",
+                    "peak allocated MiB"], rows) + ["", "(mean ± sample standard deviation over seeds; accuracies in %, "
+                                                       "gaps in points)", ""]
+    if "plain" in by_method and len(by_method["plain"]) > 1:
+        import pandas as pd
+
+        study = study_module()
+        plain = pd.DataFrame([r["metrics"] for r in by_method["plain"]])
+        rows = []
+        for m in methods:
+            if m == "plain" or len(by_method[m]) < 2:
+                continue
+            df = pd.DataFrame([r["metrics"] for r in by_method[m]])
+            gap, gap_se, _ = study.spread_test(df["gap"], plain["gap"])
+            tgt, tgt_se, _ = study.spread_test(df["acc_target"], plain["acc_target"])
+            rows.append([m, f"{gap:+.2f} ± {gap_se:.2f}", f"{tgt:+.2f} ± {tgt_se:.2f}", study.verdict(df, plain)])
+        if rows:
+            lines += ["Against plain fine-tuning (bench/study's screen: a difference counts when it exceeds twice its "
+                      "standard error over seeds):", ""]
+            lines += table(["method", "gap - plain", "acc_target - plain", "verdict"], rows) + [""]
+    rows = []
+    for m in methods:
+        rs = by_method[m]
+        rows.append([m] + [fmt(statistics.mean(r["metrics"][c] for r in rs), 1) if all(c in r["metrics"] for r in rs)
+                           else "–" for c in LANG_COLUMNS])
+    lines += ["Accuracy (%) per language, mean over seeds:", ""]
+    lines += table(["method"] + [c.removeprefix("acc_") for c in LANG_COLUMNS], rows) + [""]
+    rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1), fmt(r.get("metrics", {}).get("gap")),
+             fmt(r.get("metrics", {}).get("acc_en"), 1), fmt(r.get("metrics", {}).get("acc_target"), 1),
+             fmt(r.get("peak_allocated_mib"), 0), (r.get("error") or "")[:160]] for r in runs]
+    lines += ["Every run:", ""] + table(["run", "status", "s", "gap", "acc_en", "acc_target", "peak allocated MiB",
+                                         "error"], rows) + [""]
+    not_run = sorted({n for c in calls if c.get("part_b") for n in c["part_b"].get("not_run", [])} - set(r["name"] for r in runs))
+    if not_run:
+        lines += [f"Not run (the budget was spent): {', '.join(not_run)}.", ""]
+    return lines
+
+
+def section_c(c: dict | None) -> list[str]:
+    lines = ["## c. Throughput: one training step and the 17-language evaluation", ""]
+    if not c:
+        return lines + ["Not measured (no part_c.json).", ""]
+    s = c.get("settings", {})
+    lines += [f"Status: {c.get('status')}. Training batch {s.get('batch')} (at most {s.get('length')} tokens), median of "
+              f"{s.get('steps')} steps after {s.get('warmup')}; evaluation of {s.get('eval_per_language')} pairs per "
+              f"language set, batch {s.get('eval_batch')}."] + [f"- {n}" for n in c.get("notes", [])] + [""]
+    rows = [[i["model"], f"{i.get('parameters', 0) / 1e6:.0f} M", i["precision"], i.get("status"),
+             fmt(i.get("step_median_s"), 4), fmt(i.get("train_seqs_per_s"), 0), fmt(i.get("mean_padded_length"), 0),
+             i.get("eval_pairs"), fmt(i.get("eval_s"), 2), fmt(i.get("eval_seqs_per_s"), 0),
+             fmt(i.get("peak_allocated_mib"), 0)] for i in c.get("items", [])]
+    lines += table(["model", "parameters", "precision", "status", "step s", "train seq/s", "padded length",
+                    "eval pairs", "eval s", "eval seq/s", "peak allocated MiB"], rows) + [""]
+    ratios = []
+    for model in dict.fromkeys(i["model"] for i in c.get("items", [])):
+        bf = next((i for i in c["items"] if i["model"] == model and i["precision"] == "bf16" and i.get("status") == "ok"), None)
+        fp = next((i for i in c["items"] if i["model"] == model and i["precision"] == "fp32" and i.get("status") == "ok"), None)
+        if bf and fp:
+            ratios.append([model, f"{bf['train_seqs_per_s'] / fp['train_seqs_per_s']:.2f}x",
+                           f"{bf['eval_seqs_per_s'] / fp['eval_seqs_per_s']:.2f}x"])
+    if ratios:
+        lines += ["bf16 against fp32:", ""] + table(["model", "train", "eval"], ratios) + [""]
+    if c.get("skipped"):
+        lines += [f"Skipped (the budget was spent): {', '.join(c['skipped'])}.", ""]
+    return lines
+
+
+def render(dirs: list[Path]) -> str:
+    calls = [load_dir(d) for d in dirs if (d / "env.json").is_file()]
+    if not calls:
+        return AWAITING
+    dry = any((c.get("env") or {}).get("dry_run") for c in calls)
+    title = ("# GPU kit: DRY RUN results (CPU, tiny random model: NOT GPU figures)" if dry
+             else "# GPU results (`bench/gpu/`): measured on the device")
+    lines = [title, "",
+             "Written by `python bench/gpu/write_results.py` from the files the device call(s) returned: "
+             + ", ".join(f"`{c['dir'].name}/`" for c in calls) + ". Every figure below is read from those files.", ""]
+    if dry:
+        lines += ["These files come from `run.py --dry-run`: the same steps on this machine's CPU with the test suite's "
+                  "tiny random model. They check the kit's plumbing; their times and accuracies say nothing about a GPU.", ""]
+    lines += section_machine(calls)
+    lines += section_a(next((c["part_a"] for c in calls if c.get("part_a")), None))
+    lines += section_b(calls)
+    lines += section_c(next((c["part_c"] for c in calls if c.get("part_c")), None))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dirs", nargs="*", help="results folders (default: every folder under bench/gpu/results/)")
+    p.add_argument("-o", "--output", default=str(RESULTS_MD))
+    args = p.parse_args(argv)
+    dirs = [Path(d) for d in args.dirs] or (sorted(d for d in RESULTS_DIR.iterdir() if d.is_dir())
+                                            if RESULTS_DIR.is_dir() else [])
+    text = render(dirs)
+    Path(args.output).write_text(text)
+    print(f"Written: {args.output}" + (" (no results: the kit awaits a device)" if text == AWAITING else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
