@@ -1,6 +1,7 @@
 """``xling-ray``: the command line.
 
     xling-ray sweep SPACE.yaml [--data-dir D] [--num-samples N] [--storage DIR] [--name NAME] [--address ADDR]
+                    [--gpus-per-trial F]
     xling-ray sweep --resume RUN_DIR
     xling-ray leaderboard RUN_DIR
     xling-ray final RUN_DIR [--top K] [--split test]
@@ -42,7 +43,7 @@ def _sweep(args: argparse.Namespace) -> int:
         if args.space or args.set or args.num_samples or args.data_dir or _scaling_overrides(args):
             raise ConfigError("--resume RUN_DIR continues a sweep as it was started: give no SPACE, --set, "
                               "--num-samples, --data-dir or --workers/--cpus-per-worker/--gpus-per-worker/"
-                              "--eval-batch-size")
+                              "--gpus-per-trial/--eval-batch-size")
         run_dir = str(args.resume).rstrip("/")
         space = load_run_space(run_dir)
         storage, _, name = run_dir.rpartition("/")
@@ -70,9 +71,20 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _scaling_overrides(args: argparse.Namespace) -> dict:
-    """``--workers``, ``--cpus-per-worker``, ``--gpus-per-worker``, ``--eval-batch-size`` as recipe
-    settings; ``--gpus-per-worker 0`` means CPU workers, more means GPU workers (nccl, bf16)."""
+    """``--workers``, ``--cpus-per-worker``, ``--gpus-per-worker``, ``--gpus-per-trial``,
+    ``--eval-batch-size`` as recipe settings; ``--gpus-per-worker 0`` means CPU workers, more
+    means GPU workers (nccl, bf16); ``--gpus-per-trial F`` one worker on a fraction F of a GPU
+    (bf16), so that 1/F trials share a GPU."""
     out = {}
+    per_trial = getattr(args, "gpus_per_trial", None)
+    if per_trial is not None:
+        if not 0 < per_trial <= 1:
+            raise ConfigError(f"--gpus-per-trial {per_trial:g}: give a fraction of one GPU, in (0, 1], e.g. 0.25")
+        if args.gpus_per_worker is not None or (args.workers or 1) > 1:
+            raise ConfigError("--gpus-per-trial packs trials of one worker onto a GPU; for several workers per "
+                              "trial use --workers N --gpus-per-worker G")
+        out.update({"recipe.scaling.num_workers": 1, "recipe.scaling.use_gpu": True,
+                    "recipe.scaling.gpus_per_worker": per_trial})
     if args.workers is not None:
         out["recipe.scaling.num_workers"] = args.workers
     if args.cpus_per_worker is not None:
@@ -212,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (recipe.scaling.cpus_per_worker)")
     s.add_argument("--gpus-per-worker", type=float,
                    help="GPUs per worker; 0: CPU workers (default: one GPU each when the cluster has GPUs)")
+    s.add_argument("--gpus-per-trial", type=float, metavar="F",
+                   help="one worker per trial on a fraction F of a GPU, e.g. 0.25: four trials share each GPU "
+                        "(Ray's fractional resources; bf16; the trials on a GPU share its memory)")
     s.add_argument("--eval-batch-size", type=int, help="evaluation batch size (recipe.train.eval_batch_size); "
                                                         "lower it if evaluation runs out of GPU memory")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. recipe.train.epochs=1")

@@ -245,13 +245,15 @@ class LossConfig(_Strict):
 
 
 class ScalingConfig(_Strict):
-    """Workers of one trial. One CPU worker trains inside the trial process;
-    more workers, or GPUs, start a Ray Train ``TorchTrainer`` (DDP)."""
+    """Workers of one trial. One CPU worker, or one worker on a fraction of a GPU
+    (``gpus_per_worker`` below 1: trials share the GPU), trains inside the trial process;
+    more workers, or whole GPUs, start a Ray Train ``TorchTrainer`` (DDP)."""
 
     num_workers: int = Field(1, ge=1)
     use_gpu: bool | None = Field(None, description="default: use a GPU when the cluster has one")
     cpus_per_worker: float = Field(1, gt=0)
-    gpus_per_worker: float = Field(1, ge=0)
+    gpus_per_worker: float = Field(
+        1, ge=0, description="with one worker, a fraction (e.g. 0.25) packs 1/fraction trials onto a GPU")
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
 
 

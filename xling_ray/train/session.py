@@ -3,8 +3,9 @@
 The loop in :mod:`xling_ray.train.loop` is written once against :class:`Session`;
 three sessions run it:
 
-* :class:`TuneSession`: one CPU worker, inside the Tune trial's own process.
-  No worker group to start, so a trial reaches its first step in seconds.
+* :class:`TuneSession`: one worker, inside the Tune trial's own process: on the CPU,
+  or on the fraction of a GPU Ray gave the trial (``--gpus-per-trial``). No worker
+  group to start, so a trial reaches its first step in seconds.
 * :class:`TrainSession`: a Ray Train worker (``TorchTrainer``), for several
   workers (DDP on gloo, or nccl on GPUs) or GPU workers.
 * :class:`LocalSession`: no Ray at all (tests, debugging); keeps what is reported.
@@ -69,14 +70,15 @@ class LocalSession:
 
 
 class TuneSession:
-    """One worker inside a Tune function trainable."""
+    """One worker inside a Tune function trainable, on ``device`` (default the CPU; ``"cuda"``:
+    the GPU Ray assigned the trial, which it shows the process as ``cuda:0``)."""
 
     rank, world_size = 0, 1
 
-    def __init__(self, num_threads: int | None = None):
+    def __init__(self, num_threads: int | None = None, device: str | None = None):
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.device = torch.device("cpu")
+        self.device = torch.device(device or "cpu")
 
     def prepare_model(self, model):
         return model.to(self.device)

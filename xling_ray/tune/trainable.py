@@ -1,8 +1,10 @@
 """One Tune trial: a sampled configuration applied to the fixed recipe, then trained.
 
-A trial with one CPU worker trains inside the trial's own process
+A trial with one CPU worker, or one worker on a fraction of a GPU
+(``scaling.gpus_per_worker < 1``: ``--gpus-per-trial 0.25`` packs four trials
+onto a GPU), trains inside the trial's own process
 (:class:`~xling_ray.train.TuneSession`): no worker group to start. A trial
-with several workers or GPUs builds a Ray Train ``TorchTrainer`` and calls
+with several workers or whole GPUs builds a Ray Train ``TorchTrainer`` and calls
 ``fit()`` (the Train V2 pattern: a Tune function trainable wrapping a
 trainer, with ``TuneReportCallback`` forwarding its reports). The Train run is
 named after the trial, so a restored trial resumes its own Train run.
@@ -22,15 +24,28 @@ from xling_ray.train.ray_train import make_trainer
 from xling_ray.tune.search import seed_index
 
 
+def shares_a_gpu(recipe: RecipeConfig) -> bool:
+    """One worker on a fraction of a GPU (``0 < scaling.gpus_per_worker < 1``): the trial holds
+    that fraction itself and trains in its own process, so that ``1 / fraction`` trials run on
+    one GPU at once. Ray schedules the fractions; it does not divide the GPU's memory: the
+    trials packed onto a GPU must fit in it together."""
+    s = recipe.scaling
+    return s.num_workers == 1 and bool(s.use_gpu) and 0 < s.gpus_per_worker < 1
+
+
 def uses_ray_train(recipe: RecipeConfig) -> bool:
-    return recipe.scaling.num_workers > 1 or bool(recipe.scaling.use_gpu)
+    """Several workers, or a worker on whole GPUs: a Ray Train worker group (DDP)."""
+    return recipe.scaling.num_workers > 1 or (bool(recipe.scaling.use_gpu) and not shares_a_gpu(recipe))
 
 
 def trial_resources(recipe: RecipeConfig) -> dict[str, float]:
-    """What the trial's own process holds: the whole worker when it trains in-process;
-    nothing but a token when a Train worker group does the work (it asks for its own)."""
+    """What the trial's own process holds: the whole worker (its CPUs, and its fraction of a
+    GPU) when it trains in-process; nothing but a token when a Train worker group does the
+    work (it asks for its own)."""
     if uses_ray_train(recipe):
         return {"cpu": 0, "memory": 1}
+    if shares_a_gpu(recipe):
+        return {"cpu": recipe.scaling.cpus_per_worker, "gpu": recipe.scaling.gpus_per_worker}
     return {"cpu": recipe.scaling.cpus_per_worker}
 
 
@@ -70,7 +85,9 @@ def release_memory() -> None:
 
 def _run(r: RecipeConfig) -> None:
     if not uses_ray_train(r):
-        run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker))))
+        # On a shared GPU, Ray shows the trial's process the GPU it was given as cuda:0.
+        run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker)),
+                                  device="cuda" if shares_a_gpu(r) else None))
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
