@@ -46,6 +46,10 @@ class ConstrainedOptunaSearch(OptunaSearch):
     Optuna's TPE and NSGA-II samplers then prefer feasible regions. The floor is the
     one known when the result arrives (:meth:`floor_for`)."""
 
+    # Defaults for a searcher pickled by an earlier version (a sweep resumed across an upgrade).
+    _guard: Constraint | None = None
+    _plain_reference: float | None = None
+
     def __init__(self, *args, constraint: Constraint | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._guard = constraint
@@ -55,12 +59,20 @@ class ConstrainedOptunaSearch(OptunaSearch):
         """The plain baseline's mean of the constraint's metric over its seeds."""
         self._plain_reference = float(value)
 
+    @property
+    def guard(self) -> Constraint | None:
+        """The constraint; a searcher pickled before relative floors kept ``_constraint = (metric, floor)``."""
+        if self._guard is None and getattr(self, "_constraint", None):
+            metric, floor = self._constraint
+            return Constraint(metric=metric, baseline=floor, delta=0.0)
+        return self._guard
+
     def floor_for(self, result: dict) -> float | None:
         """The floor for a configuration's (mean) ``result``: a number's ``baseline - delta``;
         ``majority``: ``result["majority_en"] + delta``; ``plain``: the baseline's mean
         ``- delta``. ``None`` while unknown (plain's baseline not finished, no
         ``majority_en`` reported): the configuration is then reported feasible."""
-        c = self._guard
+        c = self.guard
         if c is None:
             return None
         if not c.relative:
@@ -71,7 +83,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
         return c.floor_from(float(reference))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        c = self._guard
+        c = self.guard
         if result and c and trial_id in self._ot_trials:
             value = result.get(c.metric)
             if value is not None and not math.isnan(value):
@@ -91,6 +103,12 @@ class SeedGroups(Repeater):
     point the searcher suggested), its mean of the constraint's metric goes to the
     inner searcher's ``set_plain_reference`` first."""
 
+    # Defaults for a searcher pickled by an earlier version (a sweep resumed across an upgrade).
+    _baseline: dict[str, Any] | None = None
+    _baseline_metric: str | None = None
+    _serve_baseline = False
+    _served: frozenset[str] = frozenset()
+
     def __init__(self, searcher, seeds: int, metrics: list[str], baseline: dict[str, Any] | None = None,
                  run_baseline: bool = False, baseline_metric: str | None = None):
         super().__init__(searcher, repeat=seeds, set_index=True)
@@ -98,14 +116,14 @@ class SeedGroups(Repeater):
         self._baseline = dict(baseline) if baseline is not None else None
         self._baseline_metric = baseline_metric
         self._serve_baseline = bool(run_baseline and baseline is not None)
-        self._served: set[str] = set()  # primary trial ids of groups the inner searcher never suggested
+        self._served = frozenset()  # primary trial ids of groups the inner searcher never suggested
 
     def suggest(self, trial_id: str) -> dict | None:
         if self._serve_baseline and (self._current_group is None or self._current_group.full()):
             self._serve_baseline = False
             self._current_group = _TrialGroup(trial_id, dict(self._baseline), max_trials=self.repeat)
             self._groups.append(self._current_group)
-            self._served.add(trial_id)
+            self._served = self._served | {trial_id}
             self._trial_id_to_group[trial_id] = self._current_group
             return {**self._baseline, TRIAL_INDEX: 0}
         return super().suggest(trial_id)
