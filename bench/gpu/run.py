@@ -675,6 +675,25 @@ def b_runs(ctx: Context) -> list[tuple[str, str, Any]]:
     return runs
 
 
+def b_processes(ctx: Context) -> tuple[int, str]:
+    """How many runs part b puts on the GPU at once: ``--b-procs``, else from part a's packing
+    (this call's): 8 when 4 packed trials ran at least 2.5 times the sequential trials per hour,
+    4 at 1.5 times, else 2; without part a, the profile's default."""
+    prof = ctx.profile
+    if ctx.args.b_procs:
+        return ctx.args.b_procs, "--b-procs"
+    path = ctx.out / "part_a.json"
+    try:
+        a = json.loads(path.read_text())
+        speedup = a["packed"]["trials_per_hour"] / a["sequential"]["trials_per_hour"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return prof.b_procs, "default (no packing figure from part a)"
+    if prof.dry:
+        return prof.b_procs, f"dry run (part a's packing: {speedup:.2f}x)"
+    n = 8 if speedup >= 2.5 else 4 if speedup >= 1.5 else 2
+    return n, f"part a: {prof.a_procs} packed trials ran {speedup:.2f}x the sequential trials per hour"
+
+
 def part_b(ctx: Context, budget: float) -> dict[str, Any]:
     prof = ctx.profile
     runs = b_runs(ctx)
@@ -684,10 +703,11 @@ def part_b(ctx: Context, budget: float) -> dict[str, Any]:
         if unknown:
             raise SystemExit(f"--b-runs: unknown run(s) {sorted(unknown)}; known: {[n for n, _, _ in runs]}")
         runs = [r for r in runs if r[0] in wanted]
+    procs, why = b_processes(ctx)
     start = time.time()
     deadline = start + budget
     result: dict[str, Any] = {
-        "part": "b", "status": "running", "budget_s": round(budget), "processes": prof.b_procs,
+        "part": "b", "status": "running", "budget_s": round(budget), "processes": procs, "processes_why": why,
         "protocol": {"train": "all offline English training pairs (MNLI 15,001, PAWS 8,000)" if not ctx.dry
                      else "48 pairs per task (dry run)", "epochs": prof.b_epochs, "seeds": prof.b_seeds,
                      "evaluation": "data.eval_part heldout: the validation examples bench/study sets aside "
@@ -698,11 +718,11 @@ def part_b(ctx: Context, budget: float) -> dict[str, Any]:
     }
     out = ctx.out / "part_b.json"
     write_json(out, result)
-    ctx.log(f"part b: {len(runs)} runs, {prof.b_procs} at a time, {budget:.0f} s")
+    ctx.log(f"part b: {len(runs)} runs, {procs} at a time ({why}), {budget:.0f} s")
     pending = list(runs)
     workers = Workers(ctx)
     durations: dict[str, list[float]] = {}
-    threads = max(1, (os.cpu_count() or 2) // prof.b_procs)
+    threads = max(1, (os.cpu_count() or 2) // procs)
 
     def estimate(method: str) -> float:
         if durations.get(method):
@@ -713,9 +733,10 @@ def part_b(ctx: Context, budget: float) -> dict[str, Any]:
 
     def collect(finished) -> None:
         for proc, name, (method, rec_path, launched) in finished:
-            row = json.loads(Path(rec_path).read_text()) if Path(rec_path).is_file() else \
-                {"name": name, "method": method, "status": "killed" if proc.returncode in (-9, -15) else "crashed",
-                 "exit_code": proc.returncode, "seconds": round(time.time() - launched, 1)}
+            row = json.loads(Path(rec_path).read_text()) if Path(rec_path).is_file() else {"name": name, "method": method}
+            if row.get("status") not in ("ok", "error"):  # killed at the budget, or crashed: what it reported so far
+                row.update(status="killed" if proc.returncode in (-9, -15) else "crashed", exit_code=proc.returncode,
+                           seconds=round(time.time() - launched, 1))
             if row.get("status") == "ok":
                 durations.setdefault(method, []).append(row["seconds"])
             result["runs"].append(row)
@@ -730,7 +751,7 @@ def part_b(ctx: Context, budget: float) -> dict[str, Any]:
         if now > deadline:
             collect(workers.kill_all("part b's budget is spent"))
             break
-        while pending and len(workers.running) < prof.b_procs:
+        while pending and len(workers.running) < procs:
             fitting = [r for r in pending if now + estimate(r[1]) < deadline]
             if not fitting:
                 break
@@ -766,8 +787,18 @@ def worker_run(spec: dict) -> None:
                                         "losses": recipe.losses.model_dump(mode="json")},
                            "recipe": spec["recipe"]}
     t0 = time.time()
+
+    class Reporting(LocalSession):
+        """Writes each evaluation as it comes, so that a run killed at the budget keeps its epoch-1 figures."""
+
+        def report(self, metrics, checkpoint_dir):
+            super().report(metrics, checkpoint_dir)
+            partial = dict(row, status="running", seconds=round(time.time() - t0, 1),
+                           metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            Path(spec["out"]).write_text(json.dumps(partial, default=str))
+
     try:
-        metrics = run_recipe(recipe, LocalSession(device=spec["device"]))
+        metrics = run_recipe(recipe, Reporting(device=spec["device"]))
         if device.type == "cuda":
             torch.cuda.synchronize()
         row.update(status="ok", metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -936,6 +967,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="here, on CPU, with the tiny random model")
     p.add_argument("--parts", default="a,b,c", help="parts to run, in this order (default a,b,c)")
     p.add_argument("--b-runs", help="part b: only these runs (names as in part_b.json, e.g. xite-s0,xite-s1)")
+    p.add_argument("--b-procs", type=int, help="part b: runs at once on the GPU (default: from part a's packing, else 8)")
     p.add_argument("--deadline", type=float, help="seconds for the whole run (default: 530 on the device)")
     p.add_argument("--worker", choices=["trials", "run", "c"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)

@@ -184,7 +184,9 @@ def section_b(calls: list[dict]) -> list[str]:
     proto = first.get("protocol", {})
     lines += [f"Protocol: {proto.get('train')}, {proto.get('epochs')} epoch(s), {proto.get('seeds')} seed(s); "
               f"evaluation: {proto.get('evaluation')}; plain: {proto.get('plain')}; methods: {proto.get('methods')}. "
-              f"{first.get('processes')} runs at a time on the GPU.", ""]
+              f"{first.get('processes')} runs at a time on the GPU ({first.get('processes_why', '–')}). Only runs "
+              "that finished count in the tables; a run killed at the budget shows its last evaluation (epoch) "
+              "under every run.", ""]
     ok = [r for r in runs if r.get("status") == "ok"]
     by_method: dict[str, list[dict]] = {}
     for r in ok:
@@ -226,11 +228,12 @@ def section_b(calls: list[dict]) -> list[str]:
                            else "–" for c in LANG_COLUMNS])
     lines += ["Accuracy (%) per language, mean over seeds:", ""]
     lines += table(["method"] + [c.removeprefix("acc_") for c in LANG_COLUMNS], rows) + [""]
-    rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1), fmt(r.get("metrics", {}).get("gap")),
-             fmt(r.get("metrics", {}).get("acc_en"), 1), fmt(r.get("metrics", {}).get("acc_target"), 1),
-             fmt(r.get("peak_allocated_mib"), 0), (r.get("error") or "")[:160]] for r in runs]
-    lines += ["Every run:", ""] + table(["run", "status", "s", "gap", "acc_en", "acc_target", "peak allocated MiB",
-                                         "error"], rows) + [""]
+    rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1), fmt(r.get("metrics", {}).get("epoch"), 2),
+             fmt(r.get("metrics", {}).get("gap")), fmt(r.get("metrics", {}).get("acc_en"), 1),
+             fmt(r.get("metrics", {}).get("acc_target"), 1), fmt(r.get("peak_allocated_mib"), 0),
+             (r.get("error") or "")[:160]] for r in runs]
+    lines += ["Every run:", ""] + table(["run", "status", "s", "epoch", "gap", "acc_en", "acc_target",
+                                         "peak allocated MiB", "error"], rows) + [""]
     not_run = sorted({n for c in calls if c.get("part_b") for n in c["part_b"].get("not_run", [])} - set(r["name"] for r in runs))
     if not_run:
         lines += [f"Not run (the budget was spent): {', '.join(not_run)}.", ""]
