@@ -200,6 +200,14 @@ def unpack_weights(model_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return state, raw["vocab.old_ids"]
 
 
+def old_ids(model_dir: Path) -> np.ndarray:
+    """The original (XLM-R) id of each piece of the pruned vocabulary, in its order."""
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "weights.safetensors"), framework="numpy") as f:
+        return f.get_tensor("vocab.old_ids")
+
+
 def materialize_model(model_dir: Path, dest: Path) -> Path:
     """A Hugging Face folder (``config.json``, fp32 ``model.safetensors``, tokenizer) made from the
     packed model with the installed transformers (on the device: the image's), as

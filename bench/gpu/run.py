@@ -71,6 +71,9 @@ class Profile:
         self.device = "cpu" if dry else "cuda"
         self.deadline = 900 if dry else 530            # the whole run, from its start (the call allows 600)
         self.budget = {"a": 300, "b": 420, "c": 120} if dry else {"a": 150, "b": 240, "c": 60}
+        # CPU threads per worker process: the dry run's tiny model is fastest on one (and the
+        # machines it runs on are shared); on the device, part a takes the recipe's cpus_per_worker.
+        self.threads = 1 if dry else None
         self.minimum = {"a": 30, "b": 60, "c": 25}     # below this a part is skipped, not started
         # a: one phase each, shares of the part's budget; trials stop being started at 70 % of a share.
         self.a_shares = {"sequential": 0.4, "packed": 0.4, "ddp": 0.2}
@@ -511,7 +514,7 @@ def run_trials_phase(ctx: Context, phase: str, recipe, configs: list[dict], proc
             f"killed at {hard - time.time():.0f} s")
     workers = Workers(ctx)
     t0 = time.time()
-    threads = max(1, int(recipe.scaling.cpus_per_worker))
+    threads = prof.threads or max(1, int(recipe.scaling.cpus_per_worker))
     jsonls = []
     with GpuSampler() as sampler:
         for p in range(procs):
@@ -822,7 +825,8 @@ def part_c(ctx: Context, budget: float) -> dict[str, Any]:
     spec = {"out": str(out), "device": prof.device, "model_dir": str(ctx.model_dir), "data_dir": str(ctx.data_dir),
             "kit_model": str(ctx.kit / "model"), "soft_deadline": start + 0.85 * budget, "budget_s": round(budget),
             "dry": ctx.dry, "batch": prof.c_batch, "length": prof.c_length, "warmup": prof.c_warmup,
-            "steps": prof.c_steps, "eval_per_language": prof.c_eval_per_language, "eval_batch": prof.c_eval_batch}
+            "steps": prof.c_steps, "eval_per_language": prof.c_eval_per_language, "eval_batch": prof.c_eval_batch,
+            "threads": prof.threads}
     ctx.log(f"part c: throughput, {budget:.0f} s")
     workers = Workers(ctx)
     workers.start("c", spec, "c-throughput")
@@ -847,6 +851,8 @@ def worker_c(spec: dict) -> None:
     from xling_ray.train.evaluate import evaluate
     from xling_ray.train.step import training_step
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     out = Path(spec["out"])
     device = torch.device(spec["device"])
     result: dict[str, Any] = {
@@ -860,12 +866,13 @@ def worker_c(spec: dict) -> None:
                   "attention: eager (the product loads every model with attn_implementation='eager')"],
     }
     write_json(out, result)
-    old_ids = torch.tensor(np.asarray(kit.unpack_weights(Path(spec["kit_model"]))[1]), dtype=torch.long)
+    old_ids = torch.tensor(kit.old_ids(Path(spec["kit_model"])), dtype=torch.long)
     model_cfg = ModelConfig(name=spec["model_dir"], max_length=spec["length"],
                             **({"random_init": True, "config_overrides": TINY_OVERRIDES} if spec["dry"] else {}))
     tok = load_tokenizer(model_cfg)
     data_cfg = DataConfig(data_dir=spec["data_dir"], eval_max_per_language=spec["eval_per_language"])
-    train = encode(tok, load_train_set(DataConfig(data_dir=spec["data_dir"]), "xnli"), spec["length"])
+    n_train = spec["batch"] * (spec["warmup"] + spec["steps"])
+    train = encode(tok, load_train_set(DataConfig(data_dir=spec["data_dir"], train_size=n_train), "xnli"), spec["length"])
     evals = {}
     for task, per in load_eval_sets(data_cfg).items():
         for lang, d in per.items():
