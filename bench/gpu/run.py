@@ -992,6 +992,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = Profile(args.dry_run)
     if args.deadline:
         profile.deadline = args.deadline
+    scratch = args.dry_run and not args.work  # a temporary folder of its own: removed at the end
     args.work = args.work or (tempfile.mkdtemp(prefix="xling-gpu-dry-") if args.dry_run else "/tmp/xling-gpu-kit")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -1029,6 +1030,8 @@ def main(argv: list[str] | None = None) -> int:
     env["total_seconds"] = round(time.time() - ctx.start, 1)
     write_json(ctx.out / "env.json", env)
     log(f"done in {env['total_seconds']} s: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    if scratch:
+        shutil.rmtree(ctx.work, ignore_errors=True)
     return 0
 
 
