@@ -214,3 +214,21 @@ def test_the_text_prefix_goes_before_both_sentences():
     tok = load_tokenizer(TINY_MODEL)
     ids = encode(tok, prefixed, 48).input_ids[0]
     assert tok.decode(ids, skip_special_tokens=True).count("query:") == 2
+
+
+# --- bf16 on CPU -------------------------------------------------------------------------------
+
+def test_bf16_autocast_on_cpu_only_when_asked_for(tiny_recipe):
+    from xling_ray.train.loop import _autocast
+
+    model = _model()
+    b = _batch(load_tokenizer(TINY_MODEL))
+    cpu = torch.device("cpu")
+    dtypes = {}
+    for mode in ("auto", "no", "bf16"):
+        with _autocast(tiny_recipe.with_updates({"scaling.mixed_precision": mode}), cpu):
+            dtypes[mode] = model(**b).logits.dtype
+    assert dtypes == {"auto": torch.float32, "no": torch.float32, "bf16": torch.bfloat16}
+    last = run_recipe(tiny_recipe.with_updates({"scaling.mixed_precision": "bf16", "data.tasks": ["xnli"],
+                                                "train.epochs": 1}), LocalSession())
+    assert np.isfinite(last["loss_xnli_ce"]) and 0 <= last["acc_xnli_en"] <= 100

@@ -254,7 +254,9 @@ class ScalingConfig(_Strict):
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(
         1, ge=0, description="with one worker, a fraction (e.g. 0.25) packs 1/fraction trials onto a GPU")
-    mixed_precision: Literal["auto", "bf16", "no"] = "auto"
+    mixed_precision: Literal["auto", "bf16", "no"] = Field(
+        "auto", description="bf16 autocast. auto: on GPUs only; bf16: on GPUs and CPUs (fast on CPUs with native "
+                            "bf16, e.g. AVX512-BF16 or AMX; emulated, and slower, elsewhere); no: float32 everywhere")
 
 
 class RecipeConfig(_Strict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import random
@@ -82,9 +83,25 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _autocast(recipe: RecipeConfig, device: torch.device):
-    if device.type == "cuda" and recipe.scaling.mixed_precision != "no":
+    """bf16 autocast where ``scaling.mixed_precision`` asks for it (``auto``: GPUs; ``bf16``: CPUs too)."""
+    mode = recipe.scaling.mixed_precision
+    if device.type == "cuda" and mode != "no":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and mode == "bf16":
+        if not _cpu_has_bf16():
+            logging.getLogger(__name__).warning(
+                "scaling.mixed_precision=bf16: this CPU has no native bf16 (AVX512-BF16/AMX); autocast emulates it "
+                "and may be slower than float32 (set mixed_precision: no)")
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def model_config_for(recipe: RecipeConfig):
@@ -151,10 +168,18 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
 
 def uses_frozen_cache(recipe: RecipeConfig) -> bool:
     """Whether steps and evaluations run on the frozen layers' cached outputs: ``model.freeze_layers``
-    with ``model.cache_frozen``, and no regularizer active (each needs the model's input)."""
+    with ``model.cache_frozen``, and no regularizer active (each builds a view of the model's input or of
+    hidden states below the top, so the frozen layers must run at every step; they still get no gradient,
+    and the terms act on the layers above)."""
     losses = recipe.losses
-    needs_input = losses.xlinglearn.active or losses.ding2022.active or losses.xite.active or losses.adjustment.active
-    return bool(recipe.model.freeze_layers) and recipe.model.cache_frozen and not needs_input
+    active = [name for name in ("xlinglearn", "ding2022", "xite", "adjustment") if getattr(losses, name).active]
+    if not (recipe.model.freeze_layers and recipe.model.cache_frozen):
+        return False
+    if active:
+        logging.getLogger(__name__).info("model.freeze_layers=%d: the frozen layers run at every step (no cache): "
+                                         "%s read(s) the model's input", recipe.model.freeze_layers, ", ".join(active))
+        return False
+    return True
 
 
 def _steps_per_epoch(n: int, recipe: RecipeConfig, session: Session) -> int:
