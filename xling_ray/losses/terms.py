@@ -32,6 +32,7 @@ from xling_ray.losses.transport import sinkhorn_divergence
 from xling_ray.losses.adjustment import adjustment_objective
 from xling_ray.losses.xite import interpolate, sample_lambda
 from xling_ray.losses.views import NeighbourTable, RunningCentroid, adversarial_push, centroid_push, substitute_tokens
+from xling_ray.models.pooling import mean_pool
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -39,12 +40,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     gradients still reach the same parameters and are all-reduced once, by the
     clean pass's DDP hooks."""
     return getattr(model, "module", model)
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``z_b = sum_t m_bt h_bt / sum_t m_bt``: the sentence embedding e5 is trained with."""
-    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def _forward(model: torch.nn.Module, attention_mask: torch.Tensor, attentions: bool, **inputs: Any):
