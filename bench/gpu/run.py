@@ -54,6 +54,8 @@ for _p in (str(HERE), str(REPO)):
 import kit  # noqa: E402  (numpy and the standard library only)
 
 PARTS = ("a", "b", "c")
+#: Every worker started, so that the run ends them all whatever happens (see main).
+_STARTED: list[subprocess.Popen] = []
 
 #: The test suite's tiny random model (tests/conftest.py TINY_MODEL), over the pruned vocabulary.
 TINY_OVERRIDES = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
@@ -215,8 +217,11 @@ class Workers:
         if self.ctx.dry:
             cmd.append("--dry-run")
         with open(log_path, "wb") as out:
+            # A process group of its own (killed as one), in the run's session: the device ends a
+            # command's session when it returns; a new session would outlive it.
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.ctx.child_env(),
-                                    cwd=str(REPO), start_new_session=True)
+                                    cwd=str(REPO), process_group=0)
+        _STARTED.append(proc)
         self.running.append((proc, log_path, name, tag))
         return proc
 
@@ -1003,7 +1008,29 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--parts: unknown part(s) {sorted(set(parts) - set(PARTS))}; known: a, b, c")
     log(f"{'DRY RUN (CPU, tiny random model)' if ctx.dry else 'device run'}: parts {','.join(parts)}, "
         f"deadline {profile.deadline:.0f} s, kit {ctx.kit}, work {ctx.work}")
-    env = setup(ctx)
+    # SIGTERM (a call's time limit) ends the run through its finally, which ends the workers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return _run_parts(ctx, parts, scratch)
+    finally:
+        for proc in _STARTED:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def _run_parts(ctx: Context, parts: list[str], scratch: bool) -> int:
+    profile, log = ctx.profile, ctx.log
+    try:
+        env = setup(ctx)
+    except BaseException as err:  # the returned env.json says why nothing ran
+        write_json(ctx.out / "env.json", {"dry_run": ctx.dry, "command": " ".join(sys.argv),
+                                           "setup_error": f"{type(err).__name__}: {err}",
+                                           "traceback": traceback.format_exc()[-3000:]})
+        log(f"setup failed: {type(err).__name__}: {err}")
+        raise
     env["parts"] = parts
     write_json(ctx.out / "env.json", env)
     funcs = {"a": part_a, "b": part_b, "c": part_c}

@@ -105,6 +105,9 @@ def section_machine(calls: list[dict]) -> list[str]:
         env = c.get("env")
         if not env:
             continue
+        if env.get("setup_error"):
+            lines += [f"**{c['dir'].name}**: setup failed, nothing was measured: `{env['setup_error']}`", ""]
+            continue
         pk = env.get("packages", {})
         man = env.get("kit_manifest") or {}
         pay = man.get("payload", {})
