@@ -260,7 +260,9 @@ def quickstart_section(q: dict[str, Any]) -> str:
     rows = [f"## {title} on this machine", "",
             f"`{q['command']}` ({q['machine']['date']}, 1-min load {q['machine']['load_1min_at_start']} at start): "
             f"wall {q['wall_s'] / 60:.1f} min for {q['trials']} trials, {q['eval_pairs']} evaluation pairs per language, "
-            "all 17 languages.", "",
+            "all 17 languages." + (" Per trial (total / of which evaluation / setup, s): " + "; ".join(
+                f"{t['time_total_s']:.0f} / {t['time_eval_s']:.0f} / {t['setup_s']:.0f}" for t in q.get("trial_times", [])
+                if t.get("time_total_s") is not None) + "." if q.get("trial_times") else ""), "",
             "| config | seeds | XNLI en | PAWS-X en | gap XNLI (± sd) | gap PAWS-X | gap | acc_target | collapsed |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in q["rows"]:
@@ -268,6 +270,19 @@ def quickstart_section(q: dict[str, Any]) -> str:
                     f"| {r['gap_xnli']:.1f} ± {r.get('gap_xnli_sd', float('nan')):.1f} | {r['gap_pawsx']:.1f} | {r['gap']:.1f} "
                     f"| {r['acc_target']:.1f} | {r.get('collapsed', '')} |")
     return "\n".join(rows)
+
+
+def trial_times(run_dir: str) -> list[dict[str, float]]:
+    """Per trial, from its last result in Tune's folder: seconds in all, evaluating, and setting up."""
+    import glob
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "*", "result.json"))):
+        lines = [l for l in open(path).read().splitlines() if l.strip()]
+        if lines:
+            last = json.loads(lines[-1])
+            out.append({k: last.get(k) for k in ("trial_id", "time_total_s", "time_eval_s", "setup_s")})
+    return out
 
 
 def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
@@ -301,7 +316,7 @@ def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
         row["gap_xnli_sd"] = row.pop("gap_xnli_std", float("nan"))
         rows.append(row)
     trials = board.trials
-    return {"command": " ".join(["xling-ray"] + cmd[3:]).replace(storage, "TMP"), "wall_s": wall, "trials": len(trials),
+    return {"trial_times": trial_times(os.path.join(storage, "quick")), "command": " ".join(["xling-ray"] + cmd[3:]).replace(storage, "TMP"), "wall_s": wall, "trials": len(trials),
             "eval_pairs": 300, "machine": start_machine, "rows": rows, "seeds": seeds}
 
 
