@@ -221,6 +221,7 @@ def write_page() -> Path:
               if q.is_file()}
     if quicks:
         lines += ["", goal_section(quicks.get("quickstart.json"), quicks.get("quickstart_seeds3.json"))]
+        lines += ["", what_it_would_take(runs, quicks.get("quickstart.json"))]
     for q in quicks.values():
         lines += ["", quickstart_section(q)]
     page = BENCH / "LEARNING.md"
@@ -254,6 +255,32 @@ def goal_section(sweep: dict[str, Any] | None, seeds: dict[str, Any] | None) -> 
     return "\n".join(rows)
 
 
+def what_it_would_take(runs: dict[str, Any], sweep: dict[str, Any] | None) -> str:
+    """Where the quickstart's recipe gets with more data (the ``head_lr`` and ``long_bf16`` curves),
+    and what that costs at the quickstart's measured training speed."""
+    rows = ["## What 60 % would take", "",
+            "The quickstart's recipe (`head_lr`, and `long_bf16` with bf16 and twice the data) along its curve; the "
+            "last column scales the quickstart's measured trial (training time per pair per task, plus its "
+            "evaluation) to that many pairs per task, times 3 trials:", "",
+            "| lever | pairs per task | XNLI en | PAWS-X en | PAWS-X top-class share | 3-trial sweep at that size (min, estimated) |",
+            "|---|---|---|---|---|---|"]
+    per_pair = evaluation = None
+    if sweep and sweep.get("trial_times"):
+        t = [x for x in sweep["trial_times"] if x.get("time_total_s")]
+        evaluation = sum(x["time_eval_s"] for x in t) / len(t)
+        per_pair = (sum(x["time_total_s"] for x in t) / len(t) - evaluation) / 2000
+    for name in ("head_lr", "long_bf16"):
+        run = runs.get(name)
+        if not run:
+            continue
+        for p in run["points"]:
+            est = (3 * (per_pair * p["examples_per_task"] + evaluation) / 60) if per_pair else float("nan")
+            rows.append(f"| {name} | {p['examples_per_task']} | {p.get('acc_xnli_en', float('nan')):.1f} "
+                        f"| {p.get('acc_pawsx_en', float('nan')):.1f} | {p.get('top_class_pawsx_en', float('nan')):.1f} "
+                        f"| {est:.1f} |")
+    return "\n".join(rows)
+
+
 def quickstart_section(q: dict[str, Any]) -> str:
     """The quickstart sweep's own figures (written by ``--quickstart``)."""
     title = "The quickstart sweep" if q["seeds"] == 1 else f"The quickstart's default configuration, {q['seeds']} seeds"
@@ -269,6 +296,12 @@ def quickstart_section(q: dict[str, Any]) -> str:
         rows.append(f"| {r['config_id']} | {r['seeds']} | {r['acc_xnli_en']:.1f} | {r['acc_pawsx_en']:.1f} "
                     f"| {r['gap_xnli']:.1f} ± {r.get('gap_xnli_sd', float('nan')):.1f} | {r['gap_pawsx']:.1f} | {r['gap']:.1f} "
                     f"| {r['acc_target']:.1f} | {r.get('collapsed', '')} |")
+    if q.get("seeds", 1) > 1 and q.get("per_seed"):
+        rows += ["", "Per seed:", "", "| seed | XNLI en | PAWS-X en | gap XNLI | PAWS-X en top-class share | collapsed |",
+                 "|---|---|---|---|---|---|"]
+        for t in sorted(q["per_seed"], key=lambda t: t["seed"]):
+            rows.append(f"| {t['seed']} | {t['acc_xnli_en']:.1f} | {t['acc_pawsx_en']:.1f} | {t['gap_xnli']:.1f} "
+                        f"| {t['top_class_pawsx_en']:.1f} | {bool(t['collapsed'])} |")
     return "\n".join(rows)
 
 
@@ -316,7 +349,12 @@ def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
         row["gap_xnli_sd"] = row.pop("gap_xnli_std", float("nan"))
         rows.append(row)
     trials = board.trials
-    return {"trial_times": trial_times(os.path.join(storage, "quick")), "command": " ".join(["xling-ray"] + cmd[3:]).replace(storage, "TMP"), "wall_s": wall, "trials": len(trials),
+    per_seed = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                for r in board.trials[[c for c in ("trial_id", "seed", "acc_xnli_en", "acc_pawsx_en", "gap_xnli",
+                                                    "top_class_pawsx_en", "collapsed") if c in board.trials]]
+                .to_dict("records")]
+    shown = " ".join(["xling-ray"] + cmd[3:]).replace(storage, "TMP").replace(str(BENCH.parent) + os.sep, "")
+    return {"trial_times": trial_times(os.path.join(storage, "quick")), "per_seed": per_seed, "command": shown, "wall_s": wall, "trials": len(trials),
             "eval_pairs": 300, "machine": start_machine, "rows": rows, "seeds": seeds}
 
 
