@@ -260,7 +260,7 @@ def goal_section(sweep: dict[str, Any] | None, seeds: dict[str, Any] | None) -> 
 def what_it_would_take(runs: dict[str, Any], sweep: dict[str, Any] | None) -> str:
     """Where the quickstart's recipe gets with more data (the ``head_lr`` and ``long_bf16`` curves),
     and what that costs at the quickstart's measured training speed."""
-    rows = ["## What 60 % would take", "",
+    rows = ["## What more data buys, toward 60 %", "",
             "The quickstart's recipe (`head_lr`, and `long_bf16` with bf16 and twice the data) along its curve; the "
             "last column scales the quickstart's measured trial (training time per pair per task, plus its "
             "evaluation) to that many pairs per task, times 3 trials:", "",
