@@ -93,10 +93,17 @@ def _write(path: Path, enc: EncodedSet) -> None:
     offsets = np.zeros(len(enc) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(s) for s in enc.input_ids])
     flat = np.fromiter((t for s in enc.input_ids for t in s), dtype=np.int64, count=int(offsets[-1]))
+    atomic_savez(path, ids=flat, offsets=offsets, labels=np.asarray(enc.labels, dtype=np.int64))
+
+
+def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` to a temporary name in ``path``'s folder, renamed into place: a reader
+    never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, ids=flat, offsets=offsets, labels=np.asarray(enc.labels, dtype=np.int64))
+            np.savez(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

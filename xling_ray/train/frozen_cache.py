@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 
 from xling_ray.models.split import bottom_states
 from xling_ray.train.batches import EncodedSet, collate, eval_batches
+from xling_ray.train.cache import atomic_savez
 
 #: Bump when the file layout changes.
 FORMAT_VERSION = 1
@@ -94,17 +94,9 @@ def _read(path: Path, data: EncodedSet) -> tuple[np.ndarray, ...] | None:
 
 
 def _write(path: Path, states: tuple[np.ndarray, ...]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.zeros(len(states) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(s) for s in states])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, states=np.concatenate(states), offsets=offsets)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_savez(path, states=np.concatenate(states), offsets=offsets)
 
 
 def compute_states(model: torch.nn.Module, k: int, data: EncodedSet, batch_size: int, pad_id: int,
