@@ -63,6 +63,33 @@ def test_xite_with_lam_one_trains_on_the_source_examples_exactly(xite_recipe):
     assert torch.allclose(value, torch.nn.functional.cross_entropy(logits, b["labels"]), atol=1e-6)
 
 
+def test_xite_with_a_vote_pairs_each_target_with_an_example_of_its_label(xite_recipe):
+    """k = 3: the synthetic example is trained on the voted label, so the English example it is
+    interpolated with (``matched``) must carry that label, even where the nearest one does not."""
+    recipe = xite_recipe.with_updates({"losses.xite.k": 3, "losses.xite.lda": False})
+    tok = load_tokenizer(recipe.model)
+    torch.manual_seed(0)
+    model = load_model(recipe.model, get_benchmark("xnli").num_labels).eval()
+    train_data = load_train_set(recipe.data, "xnli")
+    targets = target_pairs(recipe, "xnli", load_eval_sets(recipe.data))
+    data = prepare_xite(model, tok, train_data, encode(tok, train_data, recipe.model.max_length), targets,
+                        recipe.losses.xite, recipe.model.max_length, tok.pad_token_id)
+    assert len(data) == 24
+    assert [train_data.labels[int(j)] for j in data.matched] == data.labels.tolist()
+    nearest = prepare_xite(model, tok, train_data, encode(tok, train_data, recipe.model.max_length), targets,
+                           recipe.losses.xite.model_copy(update={"k": 1}), recipe.model.max_length, tok.pad_token_id)
+    assert (nearest.matched != data.matched).any()  # the vote moved some pairs off the nearest example
+    # A drawn batch: each source row is the tokens of an English example whose label is the row's label.
+    torch.manual_seed(1)
+    idx = torch.randint(len(data), (16,))
+    torch.manual_seed(1)
+    b = data.draw(16, torch.device("cpu"))
+    for row, i in enumerate(idx.tolist()):
+        j = int(data.matched[i])
+        assert b["src_ids"][row][b["src_mask"][row].bool()].tolist() == list(data.source.input_ids[j])
+        assert int(b["labels"][row]) == train_data.labels[j]
+
+
 def test_xite_mixes_with_the_projected_target_at_the_chosen_layer(xite_recipe):
     recipe = xite_recipe.with_updates({"losses.xite.lam": 0.0, "losses.xite.layer": 2})
     tok = load_tokenizer(recipe.model)

@@ -82,9 +82,16 @@ def test_topk_vote_and_tau():
     target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     k1 = match_to_english(target, english, labels, k=1)
     assert k1.indices.tolist() == [0, 3, 3] and k1.labels.tolist() == [0, 2, 2]  # target 2: best is row 3, at 0
-    # k=3: rows 0,1,2 are nearest to target 0; labels 0,1,1 vote 1; index stays the nearest.
+    # k=3: rows 0,1,2 are nearest to target 0; labels 0,1,1 vote 1. The example paired with it is the
+    # nearest of the rows that voted 1 (row 1, not row 0: row 0's label is 0), and so is the similarity.
     k3 = match_to_english(target, english, labels, k=3)
-    assert k3.labels[0] == 1 and k3.indices[0] == 0
+    assert k3.labels[0] == 1 and k3.indices[0] == 1
+    assert k3.similarity[0] == pytest.approx(0.95 / (0.95**2 + 0.31**2) ** 0.5, abs=1e-5)
+    # tau filters on the paired example: targets 0 and 1 have a row at similarity 1 (passes 0.96), but with
+    # k=3 both are labelled 1 by rows 1 and 2 and paired with one of them (similarity 0.95 and 0.44).
+    assert match_to_english(target, english, labels, k=3).labels.tolist() == [1, 1, 1]
+    assert match_to_english(target, english, labels, k=3, tau=0.96).keep.tolist() == [False, False, False]
+    assert match_to_english(target, english, labels, k=1, tau=0.96).keep.tolist() == [True, True, False]
     # k=2: one vote each for 0 and 1: the tie goes to the nearest (label 0), so k=2 agrees with k=1.
     k2 = match_to_english(target, english, labels, k=2)
     assert torch.equal(k2.labels, k1.labels)
@@ -95,6 +102,33 @@ def test_topk_vote_and_tau():
         match_to_english(target, english, labels, k=5)
     with pytest.raises(ValueError, match="share d"):
         match_to_english(target, torch.zeros(4, 3), labels)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 9])
+def test_the_paired_english_example_carries_the_assigned_label(k):
+    """With any k the interpolation partner ``indices[i]`` has the label the target gets: it is
+    the nearest of the top-k neighbours whose label won the vote; with k = 1 it is the nearest."""
+    g = torch.Generator().manual_seed(3)
+    english = torch.randn(60, 8, generator=g)
+    labels = torch.randint(0, 3, (60,), generator=g)
+    target = torch.randn(300, 8, generator=g) * torch.rand(300, 1, generator=g)
+    m = match_to_english(target, english, labels, k=k, chunk_size=7)
+    assert torch.equal(labels[m.indices], m.labels)
+    sims = F.normalize(target, dim=-1) @ F.normalize(english, dim=-1).T
+    assert torch.allclose(m.similarity, sims[torch.arange(300), m.indices], atol=1e-6)
+    top = sims.topk(k, dim=1).indices
+    for i in range(300):
+        votes = torch.bincount(labels[top[i]], minlength=3)
+        assert votes[m.labels[i]] == votes.max()  # the label won the vote
+        voters = top[i][labels[top[i]] == m.labels[i]]
+        assert m.indices[i] == voters[0]  # the nearest of its voters
+    nearest = sims.argmax(1)
+    if k == 1:
+        assert torch.equal(m.indices, nearest) and torch.equal(m.labels, labels[nearest])
+        assert torch.allclose(m.similarity, sims.max(1).values, atol=1e-6)
+    elif k >= 3:
+        assert (m.indices != nearest).any()  # the vote overrules the nearest neighbour somewhere
+    assert torch.equal(match_to_english(target, english, labels, k=k, tau=0.3).keep, m.similarity >= 0.3)
 
 
 # ---------------------------------------------------------------- LDA

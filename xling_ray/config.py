@@ -197,8 +197,10 @@ class XiteConfig(_Strict):
     lda: bool = True
     lda_components: int | None = Field(None, ge=1, description="default: languages - 1")
     lda_shrinkage: float | Literal["auto"] | None = None
-    k: int = Field(1, ge=1, description="label by a vote of the k nearest English examples")
-    tau: float | None = Field(None, ge=-1, le=1, description="drop target texts whose best cosine similarity is below tau")
+    k: int = Field(1, ge=1, description="label by a vote of the k nearest English examples; the pair is the nearest "
+                                        "of those with the voted label")
+    tau: float | None = Field(None, ge=-1, le=1, description="drop target texts whose cosine similarity to their "
+                                                             "English pair is below tau")
 
     @property
     def active(self) -> bool:

@@ -172,8 +172,9 @@ def _xite(ctx: StepContext) -> torch.Tensor:
 
         h = lam * h_k(x_src) + (1 - lam) * phi(h_k(x_tgt)),   loss = CE(f_{>k}(h), y_src)
 
-    x_tgt a target-language pair, x_src its nearest English training example, y_src
-    that example's label, phi the LDA projector. The term's weight is the synthetic-to-real
+    x_tgt a target-language pair, x_src its English partner (the nearest training example;
+    with ``losses.xite.k > 1`` the nearest of the k nearest whose label won their vote), y_src
+    that example's label (= the voted label), phi the LDA projector. The term's weight is the synthetic-to-real
     ratio r, and each step draws ceil(r * B) synthetic examples: ``CE + r CE_syn`` is,
     up to the factor 1 / (1 + r), the mean loss over a batch with r synthetic examples
     per real one. The states are mixed position by position; the mask is the union of

@@ -6,13 +6,14 @@ synthetic training data in four steps, one function each here:
 
 1. encode the target texts and the English training set with a frozen encoder
    (:func:`encode_texts`);
-2. give each target text the label of its nearest English training example
-   (:func:`match_to_english`);
+2. give each target text the label of its nearest English training examples
+   (a vote of the ``k`` nearest) and pair it with the nearest of those that carry
+   that label (:func:`match_to_english`);
 3. optionally project the target embeddings into a language-discriminant
    subspace found by linear discriminant analysis with the language as the
    class (:class:`LanguageLDA`);
 4. interpolate each (English, target) pair, ``e = lam e_src + (1 - lam) e_tgt``,
-   and train on ``e`` with the English label (:func:`interpolate`,
+   and train on ``e`` with the label of both (:func:`interpolate`,
    :func:`sample_lambda`).
 
 All are pure functions of tensors (no training state), so the training loop
@@ -125,9 +126,11 @@ def encode_texts(
 class Match:
     """Result of :func:`match_to_english`, one entry per target row.
 
-    - ``indices`` (n,) long: row of the nearest English example;
+    - ``indices`` (n,) long: row of the paired English example, the nearest of the
+      top-k neighbours whose label is ``labels`` (with ``k = 1``: the nearest), so
+      ``english_labels[indices] == labels`` always;
     - ``labels`` (n,) long: the label given to the target row (top-k vote);
-    - ``similarity`` (n,) float: cosine similarity to the nearest English example;
+    - ``similarity`` (n,) float: cosine similarity to the paired English example;
     - ``keep`` (n,) bool: ``similarity >= tau`` (all True when ``tau`` is None).
     """
 
@@ -148,20 +151,31 @@ def match_to_english(
     tau: float | None = None,
     chunk_size: int = 4096,
 ) -> Match:
-    """Label each target embedding by its nearest English training examples (XITE's step 2),
+    """Label each target embedding by its nearest English training examples and pair it
+    with one that carries that label (XITE's step 2),
 
-        s_ij = <t_i, e_j> / (||t_i|| ||e_j||),     j*(i) = argmax_j s_ij,
-        y_i = argmax_c |{j in N_k(i) : y_j = c}|,   keep_i = [s_{i j*(i)} >= tau]
+        s_ij = <t_i, e_j> / (||t_i|| ||e_j||),
+        y_i = argmax_c |{j in N_k(i) : y_j = c}|,
+        j*(i) = argmax_{j in N_k(i), y_j = y_i} s_ij,     keep_i = [s_{i j*(i)} >= tau]
 
     - ``t_i``: row i of ``target`` (n, d); ``e_j``: row j of ``english`` (m, d);
     - ``y_j``: ``english_labels[j]``, integers >= 0;
-    - ``N_k(i)``: the ``k`` English rows most similar to ``t_i``.
+    - ``N_k(i)``: the ``k`` English rows most similar to ``t_i``;
+    - ``j*(i)`` (``indices``): the English example XITE interpolates ``t_i`` with.
 
     Choices left open: cosine similarity (embeddings of different languages
-    differ in norm); with ``k > 1`` a tie in the vote goes to the tied label whose
-    best neighbour is nearest, so ``k = 2`` always agrees with ``k = 1``; ``tau``
-    filters on the similarity of the nearest neighbour only and does not
-    change the labels (``keep`` is a mask, rows are never dropped here).
+    differ in norm). With ``k > 1`` the pair is the nearest neighbour *among the
+    voters for the winning label*, not the nearest neighbour overall: the synthetic
+    example ``lam e_{j*} + (1 - lam) t_i`` is trained on ``y_i``, and with ``lam``
+    near 1 it is mostly ``e_{j*}``, whose own label must then be ``y_i``. So
+    ``y_{j*(i)} = y_i`` always; with ``k = 1``, ``j*(i)`` is the nearest row. A tie
+    in the vote goes to the tied label whose best neighbour is nearest, so
+    ``k = 2`` always agrees with ``k = 1``. ``similarity`` is ``s_{i j*(i)}``, that
+    of the pair actually interpolated, and ``tau`` filters on it: a target row is
+    kept when its partner is at least ``tau`` similar (with ``k > 1`` that is at
+    most the nearest row's similarity, so ``k > 1`` keeps no more rows than
+    ``k = 1``). ``tau`` never changes the labels (``keep`` is a mask, rows are
+    never dropped here).
     Similarities are computed ``chunk_size`` target rows at a time, so memory
     is ``chunk_size x m`` whatever ``n`` is.
     """
@@ -188,12 +202,13 @@ def match_to_english(
         top_labels = labels_en[top_idx]  # (c, k)
         counts = F.one_hot(top_labels, num_classes).sum(1)  # (c, C)
         # A neighbour votes for a winning label if its label has the top count;
-        # argmax returns the first such neighbour, i.e. the nearest.
+        # argmax returns the first such neighbour, i.e. the nearest. Its label is
+        # the assigned one and it is the pair: the nearest voter for that label.
         winners = counts.gather(1, top_labels) == counts.max(1, keepdim=True).values
         first = winners.int().argmax(1, keepdim=True)
-        indices.append(top_idx[:, 0])
+        indices.append(top_idx.gather(1, first).squeeze(1))
         labels.append(top_labels.gather(1, first).squeeze(1))
-        sims.append(top_sim[:, 0])
+        sims.append(top_sim.gather(1, first).squeeze(1))
     if not indices:
         empty = torch.empty(0, dtype=torch.long)
         return Match(empty, empty.clone(), torch.empty(0), torch.empty(0, dtype=torch.bool))

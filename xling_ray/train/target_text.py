@@ -2,8 +2,9 @@
 
 * :func:`target_pairs`: per language, the unlabeled pairs XITE interpolates with,
   cut from the benchmark split (``losses.pool``) and checked against evaluation.
-* :class:`XiteData` (:func:`prepare_xite`): each target pair labelled by its nearest
-  English training example, and the LDA projector, ready to draw synthetic batches.
+* :class:`XiteData` (:func:`prepare_xite`): each target pair labelled by a vote of its
+  nearest English training examples and paired with the nearest of those carrying that
+  label, and the LDA projector, ready to draw synthetic batches.
 * :func:`parallel_pairs`, :class:`AdjustmentData` (:func:`prepare_adjustment`): word-aligned
   translation pairs and the frozen original model for cross-lingual adjustment, run
   before fine-tuning (:func:`adjust_before_fine_tuning`) or as a term during it.
@@ -88,12 +89,13 @@ def target_pairs(recipe: RecipeConfig, task: str, eval_sets: dict[str, dict[str,
 @dataclass
 class XiteData:
     """Synthetic-example material of one task: target pairs, their matched English
-    training example and its label, and the projector phi."""
+    training example and its label, and the projector phi. ``labels[i]`` is always the
+    label of ``source[matched[i]]`` (:func:`~xling_ray.losses.xite.match_to_english`)."""
 
     target: EncodedSet           # target pairs, tokenised
     source: EncodedSet           # the English training set (tokenised)
-    matched: torch.Tensor        # (n,) index of each target pair's matched English example
-    labels: torch.Tensor         # (n,) its (voted) label
+    matched: torch.Tensor        # (n,) each target pair's English partner: the nearest of its k neighbours with the voted label
+    labels: torch.Tensor         # (n,) the voted label, which is also the partner's label
     projector: LanguageLDA | None
     pad_id: int
 
@@ -121,8 +123,9 @@ class XiteData:
 def prepare_xite(model, tokenizer, train_data: PairDataset, train: EncodedSet, targets: dict[str, PairDataset],
                  cfg: XiteConfig, max_length: int, pad_id: int, batch_size: int = 64) -> XiteData:
     """Steps 1-3 of XITE with the model as it is before training (the frozen encoder):
-    encode (mean pooling), label each target pair by its nearest English example,
-    fit the language LDA at the mixing layer."""
+    encode (mean pooling), label each target pair by a vote of its ``cfg.k`` nearest English
+    examples and pair it with the nearest of those carrying the voted label (``cfg.tau``
+    filters on that pair's similarity), fit the language LDA at the mixing layer."""
     if cfg.layer > model.config.num_hidden_layers:
         raise ValueError(f"losses.xite.layer={cfg.layer}, but the model has {model.config.num_hidden_layers} layers")
     langs = [lang for lang, d in targets.items() for _ in range(len(d))]
