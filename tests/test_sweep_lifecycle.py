@@ -378,7 +378,7 @@ def test_a_second_sweep_into_an_existing_run_folder_is_refused(tiny_recipe, tmp_
     assert main(["sweep", "--resume", str(tmp_path / "runs" / "nothing"), "--quiet"]) == 2
 
 
-def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tiny_recipe, tmp_path):
+def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tiny_recipe, tmp_path, capsys):
     recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": 1, "data.heldout": {"pawsx": 100}})
     space = tmp_path / "space.yaml"
     # Nothing searched: the sweep runs the recipe once per seed (a baseline).
@@ -386,6 +386,12 @@ def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tin
     assert main(["sweep", str(space), "--storage", str(tmp_path), "--name", "h", "--quiet"]) == 0
     board = read_leaderboard(tmp_path / "h" / "leaderboard.csv")
     assert len(board) == 1 and board.loc[0, "seeds"] == 2 and board.loc[0, "seed_list"] == "0 1"
+    # --split test where the data has no test split: one line before anything runs, nothing written.
+    before = sorted(p.name for p in (tmp_path / "h").iterdir())
+    assert main(["final", str(tmp_path / "h"), "--split", "test", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "pawsx/test-en.tsv" in err and "file not found" in err and "--heldout" in err, err
+    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == before
     assert main(["final", str(tmp_path / "h"), "--heldout", "--top", "1", "--seeds", "3",
                  "--set", "data.eval_max_per_language=10", "--quiet"]) == 0
     jobs = json.loads((tmp_path / "h" / "final-heldout-jobs.json").read_text())

@@ -320,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"xling-ray: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        from xling_ray.train.production import TrainingFailed
+
+        if not isinstance(err, TrainingFailed):
+            raise
+        print(f"xling-ray: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

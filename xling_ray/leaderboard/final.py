@@ -71,6 +71,21 @@ def run_job(config: dict[str, Any], recipes: dict[str, dict[str, Any]]) -> None:
     run_trial({}, recipes[config["job"]])
 
 
+def check_jobs(jobs: dict[str, dict[str, Any]], split: str, heldout: bool) -> None:
+    """Read every input the jobs read (:mod:`xling_ray.preflight`) before Ray starts; a
+    missing test split says how to do without one."""
+    from xling_ray.data import DataError
+    from xling_ray.preflight import check_recipes
+
+    try:
+        check_recipes(RecipeConfig.model_validate(job["recipe"]) for job in jobs.values())
+    except DataError as err:
+        if heldout or split != "test":
+            raise
+        raise DataError(f"{err}. Where no test split is at hand, sweep with recipe.data.heldout set and run "
+                        "`xling-ray final RUN_DIR --heldout` (it evaluates on the examples the sweep set aside)") from None
+
+
 def final_name(split: str, heldout: bool) -> str:
     return "final-heldout" if heldout else f"final-{split}"
 
@@ -95,6 +110,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
         jobs = json.loads(read_text(run_dir, jobs_file))
     else:
         jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides, feasible_only)
+        check_jobs(jobs, split, heldout)
         write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
     with ray_runtime(address, log_to_driver=verbose > 0):
         recipes = {k: v["recipe"] for k, v in jobs.items()}

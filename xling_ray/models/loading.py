@@ -35,6 +35,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _unavailable(name: str, why: object) -> ModelLoadError:
+    why = " ".join(str(why).split())  # transformers' messages run over several lines; an error here is one
     return ModelLoadError(
         f"model.name={name!r}: not a local model folder and not loadable from the Hugging Face hub "
         f"({why}). Use model.name={OFFLINE_MODEL!r} for the bundled offline multilingual-e5-small, "
@@ -86,6 +87,31 @@ def load_tokenizer(cfg: ModelConfig) -> "PreTrainedTokenizerBase":
         return _read_tokenizer(path, stamp)
     except OSError as err:
         raise _unavailable(cfg.name, err) from err
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """Open what :func:`load_model` and :func:`load_tokenizer` open, without the weights:
+    the folder or hub name (the offline default is converted here), its config with
+    ``config_overrides`` and ``num_layers`` applied, the architecture (on the meta device)
+    with its pooling and frozen layers, and the tokenizer.
+    Raises :class:`ModelLoadError` naming ``model.name`` and what to use instead."""
+    path = _checked_path(cfg)
+    config = _load_config(cfg, path, 2)
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with torch.device("meta"):  # the architecture only: no weights read, no memory taken
+            skeleton = AutoModelForSequenceClassification.from_config(config)
+    except ValueError as err:  # an architecture without a sequence-classification class
+        raise ModelLoadError(f"model.name={cfg.name!r}: {err}") from None
+    try:
+        apply_pooling(skeleton, resolve_pooling(cfg.pooling, cfg.name, config), cfg.name)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    if cfg.freeze_layers:
+        freeze_bottom(skeleton, cfg.freeze_layers, cfg.name)
+    load_tokenizer(cfg)
 
 
 def _folder_stamp(path: str) -> tuple[tuple[str, int, int], ...]:

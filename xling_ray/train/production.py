@@ -19,10 +19,25 @@ from xling_ray.config import RecipeConfig
 from xling_ray.train.ray_train import make_trainer, ray_runtime
 
 
+class TrainingFailed(RuntimeError):
+    """Training raised on a worker after every input checked out; the message is one line."""
+
+
+def _first_line(err: BaseException) -> str:
+    cause = err
+    while cause.__cause__ is not None:  # Ray wraps the worker's error
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+
+
 def train_production(recipe: RecipeConfig, output: str | Path, address: str | None = None) -> dict[str, Any]:
     """Train ``recipe`` with a ``TorchTrainer`` and write ``output``; returns the final metrics."""
     import ray
 
+    from xling_ray.preflight import check_recipe
+
+    check_recipe(recipe)  # a bad input fails here, in one line, before Ray starts or anything is written
     output = Path(output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
     with ray_runtime(address):
@@ -30,7 +45,8 @@ def train_production(recipe: RecipeConfig, output: str | Path, address: str | No
             recipe = recipe.with_updates({"scaling.use_gpu": ray.cluster_resources().get("GPU", 0) > 0})
         result = make_trainer(recipe, name="train", storage_path=str(output / "ray"), export_models=True).fit()
         if result.error:
-            raise result.error
+            raise TrainingFailed(f"training failed on a Ray Train worker ({_first_line(result.error)}); the worker's "
+                                 f"traceback is printed above and kept under {output / 'ray'}") from result.error
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))}
         with result.checkpoint.as_directory() as ckpt:
             for task in recipe.data.tasks:

