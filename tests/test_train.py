@@ -156,6 +156,45 @@ def test_same_seed_same_result_and_resume_reproduces_an_uninterrupted_run(tiny_r
     assert after_the_end.reports == [last] and strip(last) == strip(reference.reports[-1])
 
 
+def test_loss_means_divide_each_part_by_the_steps_that_logged_it():
+    means = loop_module.LossMeans()
+    for ce in (1.0, 2.0, 6.0):  # a task with three steps ...
+        means.add("xnli", {"ce": torch.tensor(ce), "xite": torch.tensor(ce / 2)})
+    means.add("pawsx", {"ce": torch.tensor(10.0)})  # ... and one with one step
+    assert means.means() == {"loss_xnli_ce": pytest.approx(3.0), "loss_xnli_xite": pytest.approx(1.5),
+                             "loss_pawsx_ce": pytest.approx(10.0)}
+    assert loop_module.LossMeans().means() == {}
+
+
+def test_tasks_of_different_sizes_report_each_tasks_own_mean_loss(tiny_recipe, monkeypatch):
+    """XNLI with 48 examples takes 3 steps an epoch, PAWS-X with 16 one: each reported loss is the
+    mean of its own task's steps since the last report (not the sum over half of all steps)."""
+    real_load, real_step, real_build = loop_module.load_train_set, loop_module.training_step, loop_module.build_tasks
+    monkeypatch.setattr(loop_module, "load_train_set",
+                        lambda cfg, task: real_load(cfg, task).subsample(16 if task == "pawsx" else 48, 0))
+    task_of, seen = {}, {"xnli": [], "pawsx": []}
+
+    def build(recipe, session):
+        tasks, pad_id = real_build(recipe, session)
+        task_of.update({id(t.forward_model): t.task for t in tasks})
+        return tasks, pad_id
+
+    def step(model, batch, config, **kw):
+        result = real_step(model, batch, config, **kw)
+        seen[task_of[id(model)]].append(float(result.parts["ce"]))
+        return result
+
+    monkeypatch.setattr(loop_module, "build_tasks", build)
+    monkeypatch.setattr(loop_module, "training_step", step)
+    session = LocalSession()
+    run_recipe(tiny_recipe, session)  # 2 epochs, a report after each
+    assert [len(v) for v in seen.values()] == [6, 2]
+    for epoch, report in enumerate(session.reports):
+        xnli, pawsx = seen["xnli"][3 * epoch : 3 * epoch + 3], seen["pawsx"][epoch : epoch + 1]
+        assert report["loss_xnli_ce"] == pytest.approx(sum(xnli) / 3, rel=1e-6)
+        assert report["loss_pawsx_ce"] == pytest.approx(pawsx[0], rel=1e-6)
+
+
 def test_a_nan_loss_fails_the_run(tiny_recipe, monkeypatch):
     nan = _Term("nan", 1.0, lambda ctx: torch.tensor(float("nan")))
     real_step = loop_module.training_step

@@ -59,6 +59,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class LossMeans:
+    """The mean of each task's loss parts since the last report, ``loss_<task>_<part>``:
+    each part's sum divided by the number of steps that logged it. Tasks of different
+    sizes take different numbers of steps per epoch (the shorter one sits out the last
+    rounds), so one shared count would misstate every task's mean but the longest's."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps: dict[str, int] = {}
+
+    def add(self, task: str, parts: dict[str, Any]) -> None:
+        """One step's parts (tensors or floats) of ``task``."""
+        for name, value in parts.items():
+            key = f"loss_{task}_{name}"
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            self.steps[key] = self.steps.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.steps[k] for k, v in self.sums.items()}
+
+
 @dataclass
 class TaskState:
     task: str
@@ -261,7 +282,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
     optimizer state on disk."""
     start = time.perf_counter()
     progress = {"epoch": 0, "round": 0}
-    sums: dict[str, float] = {}
+    loss_means = LossMeans()
     once: dict[str, float] = {}  # reported with the first evaluation only
     with session.restore() as ckpt:  # fetched once
         saved = _read_progress(ckpt) if ckpt else None
@@ -285,7 +306,6 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
     for t in tasks:
         t.model.train()
 
-    n_sum = 0
     last: dict[str, Any] = {}
     setup_s = time.perf_counter() - start
     eval_s = 0.0
@@ -308,10 +328,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                     torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.max_grad_norm)
                 t.optimizer.step()
                 t.scheduler.step()
-                for name, value in result.parts.items():
-                    key = f"loss_{t.task}_{name}"
-                    sums[key] = sums.get(key, 0.0) + float(value)
-                n_sum += 1
+                loss_means.add(t.task, result.parts)
             done = r + 1
             end_of_epoch = done == rounds
             if end_of_epoch or (cfg.eval_every_steps and done % cfg.eval_every_steps == 0):
@@ -323,18 +340,17 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                     for t in tasks
                 }
                 eval_s += time.perf_counter() - eval_start
-                per_task = max(1, n_sum // len(tasks))
                 last = {
                     **summarize_evaluations(evaluations),
                     **(_diagnostics(tasks, recipe) if session.rank == 0 else {}),
-                    **{k: v / per_task for k, v in sums.items()},
+                    **loss_means.means(),
                     **once,
                     "epoch": epoch + done / rounds,
                     "time_total_s": time.perf_counter() - start,
                     "setup_s": setup_s,
                     "time_eval_s": eval_s,  # of time_total_s, spent evaluating (this run, since its start or resume)
                 }
-                sums, n_sum, once = {}, 0, {}
+                loss_means, once = LossMeans(), {}
                 progress["last"] = last
                 if session.rank == 0:
                     with scratch_dir() as d:
