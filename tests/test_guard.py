@@ -435,6 +435,7 @@ def test_a_space_without_a_guard_is_accepted_and_the_sweep_says_so(tmp_path, mon
         raise Stop  # the start-up lines are printed before Ray starts
 
     monkeypatch.setattr(sweep, "ray_runtime", no_ray)
+    monkeypatch.setattr(sweep, "check_space", lambda space: None)  # the default recipe reads the hub
     with pytest.raises(Stop):
         sweep.run_sweep(space, storage=str(tmp_path), name="unguarded")
     out = capsys.readouterr().out.strip().splitlines()
