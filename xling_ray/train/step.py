@@ -25,7 +25,8 @@ def training_step(
 ) -> StepResult:
     """``L = CE + sum_k w_k L_k`` over the registered terms whose weight is not 0.
 
-    ``batch`` holds ``input_ids``, ``attention_mask`` and ``labels``; ``state``
+    ``batch`` holds ``input_ids``, ``attention_mask``, ``labels`` and, for tokenizers that
+    give them, ``token_type_ids`` (every key but ``labels`` goes to the model); ``state``
     persists across one task's steps (see :class:`~xling_ray.losses.StepContext`).
     With every weight 0 this is exactly one forward pass and plain cross-entropy.
     """

@@ -1,0 +1,141 @@
+"""Segment ids (``token_type_ids``) of BERT-family pair models, wherever a tokenised set flows.
+
+A BERT tokenizer marks sentence A (with ``[CLS]`` and its ``[SEP]``) 0 and sentence B
+(with the last ``[SEP]``) 1, and a BERT model with ``type_vocab_size = 2`` adds a
+different embedding to each: dropping them makes the model read every pair as one
+sentence. The tiny model here is a random BERT with its own small WordPiece vocabulary
+(letters and their ``##`` continuations, so any Latin text tokenises), built in a
+temporary folder: nothing is downloaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import string
+
+import numpy as np
+import pytest
+import torch
+
+from xling_ray.config import LossConfig, ModelConfig
+from xling_ray.data import PairDataset
+from xling_ray.losses import classification_loss
+from xling_ray.models import load_model, load_tokenizer
+from xling_ray.train import training_step
+from xling_ray.train.batches import collate, encode
+from xling_ray.train.cache import cache_key, encode_cached
+from xling_ray.train.evaluate import predict
+
+from conftest import TINY_MODEL
+
+PAIRS = PairDataset(
+    "xnli", "en", "validation", tuple(str(i) for i in range(12)),
+    ("the cat sat on the mat", "a dog barked", "it rained all day long", "she reads books", "we went home early",
+     "the sun is hot", "birds fly south", "he plays the piano", "they won the match", "coffee is ready",
+     "the door was open", "snow fell overnight"),
+    ("a cat was sitting", "the dog was quiet", "the day was dry", "she never reads", "we stayed out late",
+     "the sun is cold", "birds stay north", "he plays well", "they lost the match", "tea is ready",
+     "the door was shut", "it snowed at night"),
+    (0, 1, 2, 0, 2, 2, 2, 1, 2, 1, 2, 0),
+)
+
+
+@pytest.fixture(scope="module")
+def bert_cfg(tmp_path_factory) -> ModelConfig:
+    from transformers import BertConfig, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    letters = list(string.ascii_lowercase + string.digits + ".,'!?-")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *(f"##{c}" for c in letters)]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, type_vocab_size=2, max_position_embeddings=160,
+               initializer_range=0.2).save_pretrained(folder)  # BERT's 0.02 gives one class for every input
+    return ModelConfig(name=str(folder), random_init=True, max_length=120)
+
+
+@pytest.fixture(scope="module")
+def tok(bert_cfg):
+    return load_tokenizer(bert_cfg)
+
+
+def bert(cfg: ModelConfig, seed: int = 0):
+    """The tiny BERT, in evaluation mode."""
+    torch.manual_seed(seed)
+    return load_model(cfg, num_labels=3).eval()
+
+
+def reference(tok, data: PairDataset, rows: list[int]) -> dict[str, torch.Tensor]:
+    """The tokenizer's own padded batch: what a Hugging Face pipeline would feed the model."""
+    return tok([data.text_a[i] for i in rows], [data.text_b[i] for i in rows], truncation=True, max_length=120,
+               padding=True, return_tensors="pt")
+
+
+# ---------------------------------------------------------------- tokenised sets and batches
+
+
+def test_encoded_pairs_and_batches_carry_the_tokenizers_segment_ids(tok):
+    enc = encode(tok, PAIRS, 120)
+    direct = tok(list(PAIRS.text_a), list(PAIRS.text_b), truncation=True, max_length=120)
+    assert enc.token_type_ids == tuple(map(tuple, direct["token_type_ids"]))
+    rows = [0, 3, 1, 7]
+    batch = collate(enc, rows, tok.pad_token_id)
+    assert torch.equal(batch["token_type_ids"], reference(tok, PAIRS, rows)["token_type_ids"])
+    for row, i in enumerate(rows):
+        len_a = len(tok(PAIRS.text_a[i], add_special_tokens=False)["input_ids"])
+        len_b = len(tok(PAIRS.text_b[i], add_special_tokens=False)["input_ids"])
+        pad = batch["input_ids"].shape[1] - (len_a + len_b + 3)
+        # [CLS] a [SEP] -> 0, b [SEP] -> 1, padding -> 0
+        assert batch["token_type_ids"][row].tolist() == [0] * (len_a + 2) + [1] * (len_b + 1) + [0] * pad
+    assert enc.subset([3, 1]).token_type_ids == (enc.token_type_ids[3], enc.token_type_ids[1])
+
+
+def test_a_tokenizer_without_segment_ids_gives_none():
+    xlmr_like = load_tokenizer(TINY_MODEL)  # e5's (XLM-R's) tokenizer: no token_type_ids
+    enc = encode(xlmr_like, PAIRS, 48)
+    assert enc.token_type_ids is None and "token_type_ids" not in collate(enc, [0, 1], xlmr_like.pad_token_id)
+
+
+def test_training_and_evaluation_feed_the_segment_ids_to_the_model(bert_cfg, tok):
+    model = bert(bert_cfg)
+    enc = encode(tok, PAIRS, 120)
+    rows = list(range(len(PAIRS)))
+    with torch.no_grad():
+        want = model(**reference(tok, PAIRS, rows)).logits
+        unsegmented = model(**{k: v for k, v in reference(tok, PAIRS, rows).items() if k != "token_type_ids"}).logits
+        swapped = reference(tok, PAIRS, rows)
+        swapped["token_type_ids"] = (1 - swapped["token_type_ids"]) * swapped["attention_mask"]
+        flipped = model(**swapped).logits
+    # The segment ids matter to this model: reading the pair as one sentence, or with A and B swapped, changes predictions.
+    assert (want.argmax(-1) != unsegmented.argmax(-1)).any() and (want.argmax(-1) != flipped.argmax(-1)).any()
+    # Evaluation predicts what the model predicts with them ...
+    assert predict(model, enc, 5, tok.pad_token_id, torch.device("cpu")) == want.argmax(-1).tolist()
+    assert predict(model, dataclasses.replace(enc, token_type_ids=None), 5, tok.pad_token_id,
+                   torch.device("cpu")) == unsegmented.argmax(-1).tolist()
+    # ... and a training step's loss is the cross-entropy of those logits.
+    batch = collate(enc, rows, tok.pad_token_id)
+    with torch.no_grad():
+        ce = training_step(model, batch, LossConfig()).loss
+    assert torch.allclose(ce, classification_loss(want, batch["labels"]), atol=1e-5)
+
+
+# ---------------------------------------------------------------- tokenisation cache
+
+
+def test_the_tokenisation_cache_keeps_segment_ids_and_refuses_a_file_without_them(tok, tmp_path):
+    first = encode_cached(tok, PAIRS, 120, tmp_path)
+    assert first == encode(tok, PAIRS, 120) and first.token_type_ids is not None
+    (path,) = tmp_path.glob("*.npz")
+    with np.load(path) as f:
+        assert "types" in f.files
+    again = encode_cached(tok, PAIRS, 120, tmp_path)
+    assert again == first
+    # A file of the old layout (ids, offsets, labels: no segment ids) at this key is not read back as a set without them.
+    with np.load(path) as f:
+        old = {k: f[k] for k in ("ids", "offsets", "labels")}
+    path.unlink()
+    np.savez(path, **old)
+    assert encode_cached(tok, PAIRS, 120, tmp_path) == first
+    with np.load(path) as f:
+        assert "types" in f.files  # rewritten
+    assert path.name == f"{cache_key(tok, PAIRS, 120)}.npz"
