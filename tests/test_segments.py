@@ -20,10 +20,12 @@ from xling_ray.config import LossConfig, ModelConfig
 from xling_ray.data import PairDataset
 from xling_ray.losses import classification_loss
 from xling_ray.models import load_model, load_tokenizer
+from xling_ray.models.split import TopView, bottom_states
 from xling_ray.train import training_step
 from xling_ray.train.batches import collate, encode
 from xling_ray.train.cache import cache_key, encode_cached
 from xling_ray.train.evaluate import predict
+from xling_ray.train.frozen_cache import frozen_states, frozen_weights_key
 
 from conftest import TINY_MODEL
 
@@ -139,3 +141,29 @@ def test_the_tokenisation_cache_keeps_segment_ids_and_refuses_a_file_without_the
     with np.load(path) as f:
         assert "types" in f.files  # rewritten
     assert path.name == f"{cache_key(tok, PAIRS, 120)}.npz"
+
+
+# ---------------------------------------------------------------- frozen-layer cache
+
+
+def test_frozen_states_are_computed_with_the_segment_ids_and_keyed_by_them(bert_cfg, tok, tmp_path):
+    model = bert(bert_cfg)
+    enc = encode(tok, PAIRS, 120)
+    rows = list(range(len(PAIRS)))
+    key = frozen_weights_key(model, 1)
+    states = frozen_states(model, 1, enc, 5, tok.pad_token_id, torch.device("cpu"), tmp_path, weights_key=key)
+    ref = reference(tok, PAIRS, rows)
+    h = bottom_states(model, 1, ref["input_ids"], ref["attention_mask"], token_type_ids=ref["token_type_ids"])
+    for i in rows:
+        n = len(enc.input_ids[i])
+        assert np.allclose(states.states[i].astype(np.float32), h[i, :n].numpy(), atol=2e-2)
+    # From the cached states, the layers above give the full model's logits (with segment ids).
+    with torch.no_grad():
+        top = TopView(model, 1)(**{k: v for k, v in states.collate(rows).items() if k != "labels"}).logits
+        want = model(**ref).logits
+    assert torch.allclose(top, want, atol=5e-2) and torch.equal(top.argmax(-1), want.argmax(-1))
+    # The same token ids with other segment ids are another entry, not a cache hit.
+    swapped = dataclasses.replace(enc, token_type_ids=tuple(tuple(1 - t for t in s) for s in enc.token_type_ids))
+    other = frozen_states(model, 1, swapped, 5, tok.pad_token_id, torch.device("cpu"), tmp_path, weights_key=key)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert not np.allclose(other.states[0].astype(np.float32), states.states[0].astype(np.float32), atol=1e-2)

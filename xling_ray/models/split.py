@@ -83,7 +83,8 @@ class TopView(nn.Module):
 @torch.no_grad()
 def bottom_states(model: nn.Module, k: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   **extra: torch.Tensor) -> torch.Tensor:
-    """(B, T, d) output of layer ``k-1`` (``hidden_states[k]``) in evaluation mode (no dropout)."""
+    """(B, T, d) output of layer ``k-1`` (``hidden_states[k]``) in evaluation mode (no dropout).
+    ``extra``: the model's other inputs, e.g. ``token_type_ids`` (they enter at the embeddings)."""
     was_training = model.training
     model.eval()
     try:

@@ -5,7 +5,9 @@ the output of layer ``k-1`` for each training and evaluation example is the same
 every step, every epoch and every trial of a sweep. :func:`frozen_states` computes it
 once (in evaluation mode: the frozen layers apply no dropout) and keeps it on disk under
 ``<cache root>/frozen/<key>.npz``, where the key is a SHA-256 of the frozen weights
-themselves, ``k`` and the example's token ids; training and evaluation then run only the
+themselves, ``k`` and the examples' token ids and, where the tokenizer gives them, segment
+ids (``token_type_ids`` enter at the embedding layer, so the same tokens in other segments
+have other states); training and evaluation then run only the
 layers above (:class:`xling_ray.models.split.TopView`). States are stored as float16
 (half the disk and memory; the layers above compute in float32).
 
@@ -74,10 +76,17 @@ def frozen_weights_key(model: torch.nn.Module, k: int) -> str:
 
 
 def _data_key(weights_key: str, data: EncodedSet) -> str:
+    """Of the weights' key, the token ids and the segment ids. A set without segment ids
+    keeps the key it had before they were kept (its states have not changed)."""
     h = hashlib.sha256(weights_key.encode())
     for row in data.input_ids:
         h.update(np.asarray(row, dtype=np.int64).tobytes())
         h.update(b"|")
+    if data.token_type_ids is not None:
+        h.update(b"token_type_ids")
+        for row in data.token_type_ids:
+            h.update(np.asarray(row, dtype=np.int64).tobytes())
+            h.update(b"|")
     return h.hexdigest()[:32]
 
 
@@ -104,8 +113,8 @@ def compute_states(model: torch.nn.Module, k: int, data: EncodedSet, batch_size:
     """Layer ``k-1``'s output for every example of ``data`` (unpadded, float16)."""
     out: list[np.ndarray | None] = [None] * len(data)
     for idx in eval_batches(data, batch_size):
-        batch = collate(data, idx, pad_id)
-        h = bottom_states(model, k, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        batch = {key: v.to(device) for key, v in collate(data, idx, pad_id).items() if key != "labels"}
+        h = bottom_states(model, k, **batch)
         h = h.float().cpu().numpy().astype(np.float16)
         for row, i in enumerate(idx):
             out[i] = h[row, : len(data.input_ids[i])]
@@ -115,7 +124,7 @@ def compute_states(model: torch.nn.Module, k: int, data: EncodedSet, batch_size:
 def frozen_states(model: torch.nn.Module, k: int, data: EncodedSet, batch_size: int, pad_id: int,
                   device: torch.device, cache_dir: str | os.PathLike | None, weights_key: str | None = None) -> FrozenStates:
     """:class:`FrozenStates` of ``data``, read from ``cache_dir`` when the same frozen weights,
-    ``k`` and token ids were run before (``None``: no disk cache)."""
+    ``k``, token ids and segment ids were run before (``None``: no disk cache)."""
     states = None
     path = None
     if cache_dir is not None:
