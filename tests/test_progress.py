@@ -16,6 +16,7 @@ class FakeTrial:
     trial_id: str
     status: str = "PENDING"
     last_result: dict = field(default_factory=dict)
+    error_file: str | None = None
 
 
 class Clock:
@@ -82,13 +83,43 @@ def test_redraws_are_at_most_once_a_second_but_finished_trials_always_show():
     assert out.getvalue().count("\r") == 2
 
 
-def test_not_a_terminal_prints_one_final_line_only():
+def test_not_a_terminal_prints_a_line_per_finished_or_failed_trial_and_the_final_line():
     clock, out = Clock(), io.StringIO()  # StringIO.isatty() is False, like a CI log
     progress = SweepProgress("gap", "min", stream=out, clock=clock)
+    trials = _run(progress, clock)
+    assert out.getvalue().splitlines() == [
+        "[1/4 done, 0 failed] trial a finished in 1:40: gap 6.00",
+        "[1/4 done, 1 failed] trial b failed: no error message recorded",
+    ]
+    progress.on_experiment_end(trials)
+    assert out.getvalue().splitlines()[-1] == (
+        "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (trial a) | 2:10 elapsed | ETA 2:50")
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+def test_quiet_prints_the_final_line_only():
+    clock, out = Clock(), io.StringIO()
+    progress = SweepProgress("gap", "min", stream=out, clock=clock, per_trial=False)
     trials = _run(progress, clock)
     assert out.getvalue() == ""
     progress.on_experiment_end(trials)
     assert out.getvalue() == "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (trial a) | 2:10 elapsed | ETA 2:50\n"
+
+
+def test_a_trials_line_gives_its_scores_collapse_and_the_last_line_of_its_traceback(tmp_path):
+    clock, out = Clock(), io.StringIO()
+    progress = SweepProgress("gap", "min", stream=out, clock=clock)
+    progress.setup(num_samples=3)
+    done = FakeTrial("ok", "TERMINATED", {"gap": 4.214, "acc_en": 55.2, "acc_target": 51.0, "collapsed": 1.0})
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback (most recent call last):\n  File \"loop.py\", line 3\nValueError: loss is nan at step 12\n\n")
+    failed = FakeTrial("bad", "ERROR", error_file=str(error))
+    progress.on_trial_complete(0, [done], done)
+    progress.on_trial_error(0, [done, failed], failed)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == ("[1/3 done, 0 failed] trial ok finished: gap 4.21, acc_en 55.20, acc_target 51.00, "
+                        "collapsed (one class for nearly every English example; ranked last)")
+    assert lines[1] == f"[1/3 done, 1 failed] trial bad failed: ValueError: loss is nan at step 12 ({error})"
 
 
 def test_mode_max_and_a_resumed_sweeps_earlier_trials_count():

@@ -1,6 +1,8 @@
 """Sweeps through a real local Ray: search spaces, trials, the leaderboard."""
 from __future__ import annotations
 
+import re
+
 import math
 from pathlib import Path
 
@@ -66,9 +68,17 @@ def test_search_space_errors_name_the_field(tmp_path):
 def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny_recipe, tmp_path, capsys):
     space = _space_file(tmp_path, tiny_recipe, {"train.lr": {"loguniform": [1e-4, 1e-3]}, "train.batch_size": {"choice": [8, 16]}},
                         max_concurrent_trials=1)
-    rc = main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "t", "--quiet"])
+    rc = main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "t"])
     assert rc == 0
     run = tmp_path / "runs" / "t"
+    # In a log (not a terminal): no Tune status tables, a line per finished trial, then the final line.
+    printed = capsys.readouterr().out
+    progress = printed.split("\nLeaderboard of")[0].strip().splitlines()
+    assert progress[0].startswith("Guard: ") and "Trial status" not in printed, progress
+    assert [re.sub(r"trial \S+ finished in \S+: gap .*", "T", l) for l in progress[1:3]] == [
+        "[1/2 done, 0 failed] T", "[2/2 done, 0 failed] T"], progress
+    assert progress[3].startswith("sweep 2/2 done | 0 running | 0 failed | best gap "), progress
+    assert len(progress) == 4, progress
     board = read_leaderboard(run / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "TERMINATED").all()
     assert set(LANGUAGE_COLUMNS) <= set(board.columns)
@@ -81,7 +91,6 @@ def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny
         assert row["gap"] == pytest.approx((transfer_gap(xnli) + transfer_gap(pawsx)) / 2)
     assert list(board["rank"]) == [1, 2] and board["gap"].is_monotonic_increasing
     assert (run / "leaderboard.md").read_text().count("\n") >= 4
-    printed = capsys.readouterr().out
     assert "pawsx_ko" in printed and "xnli_sw" in printed and "gap_pawsx" in printed
     # The leaderboard is rebuilt from the run folder alone.
     again = build_leaderboard(run)

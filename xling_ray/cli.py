@@ -48,7 +48,7 @@ def _sweep(args: argparse.Namespace) -> int:
         space = load_run_space(run_dir)
         storage, _, name = run_dir.rpartition("/")
         run_dir = run_sweep(space, storage=storage or ".", name=name, address=args.address,
-                            verbose=0 if args.quiet else 1, resume=True, retry_failed=args.retry_failed,
+                            verbose=_verbosity(args), resume=True, retry_failed=args.retry_failed,
                             shared_storage=args.shared_storage)
     else:
         if not args.space:
@@ -63,11 +63,17 @@ def _sweep(args: argparse.Namespace) -> int:
         space = load_search_space(args.space, overrides)
         name = args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = run_sweep(space, storage=args.storage, name=name, address=args.address,
-                            verbose=0 if args.quiet else 1, shared_storage=args.shared_storage)
+                            verbose=_verbosity(args), shared_storage=args.shared_storage)
     _print_leaderboard(run_dir, "Leaderboard of")
     size, checkpoints = disk_usage(run_dir)
     print(f"Disk: {size / 2**20:.1f} MiB in {run_dir} ({checkpoints} checkpoint(s), at most one per trial)")
     return 0
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    if args.quiet and args.verbose:
+        raise ConfigError("give --quiet or --verbose, not both")
+    return 0 if args.quiet else 2 if args.verbose else 1
 
 
 def _scaling_overrides(args: argparse.Namespace) -> dict:
@@ -132,7 +138,7 @@ def _final(args: argparse.Namespace) -> int:
 
     overrides = {k.removeprefix("recipe."): v for k, v in _overrides(args).items()}
     board = run_final(args.run_dir, top=args.top, split=args.split, heldout=args.heldout, seeds=args.seeds,
-                      overrides=overrides, address=args.address, verbose=0 if args.quiet else 1)
+                      overrides=overrides, address=args.address, verbose=_verbosity(args))
     part = "held-out part" if args.heldout else f"{args.split} split"
     _print_leaderboard(args.run_dir, f"Final leaderboard ({part}) of", board,
                        f"final_{'heldout' if args.heldout else args.split}_leaderboard")
@@ -230,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-batch-size", type=int, help="evaluation batch size (recipe.train.eval_batch_size); "
                                                         "lower it if evaluation runs out of GPU memory")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. recipe.train.epochs=1")
-    s.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    s.add_argument("--quiet", action="store_true", help="no progress while it runs: the final line and the leaderboard")
+    s.add_argument("--verbose", action="store_true",
+                   help="Tune's own status tables and the trials' logs instead of xling-ray's progress lines")
     s.set_defaults(func=_sweep)
 
     lb = sub.add_parser("leaderboard", help="rebuild the leaderboard of a finished or interrupted run")
@@ -247,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--heldout", action="store_true",
                     help="evaluate on the examples the sweep set aside (recipe.data.heldout) instead of --split")
     fi.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    fi.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    fi.add_argument("--quiet", action="store_true", help="no progress while it runs: the final line and the leaderboard")
+    fi.add_argument("--verbose", action="store_true",
+                    help="Tune's own status tables and the trials' logs instead of xling-ray's progress lines")
     fi.set_defaults(func=_final)
 
     ex = sub.add_parser("export", help="write a ranked configuration as a self-contained recipe YAML")

@@ -98,7 +98,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
 
     from xling_ray.train.ray_train import ray_runtime
     from xling_ray.tune.storage import read_text, resolve_storage, write_text
-    from xling_ray.tune.sweep import load_run_space
+    from xling_ray.tune.sweep import load_run_space, progress_callback, tune_output, tune_verbosity
     from xling_ray.tune.trainable import trial_resources
 
     space = load_run_space(run_dir)
@@ -112,7 +112,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
         jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides, feasible_only)
         check_jobs(jobs, split, heldout)
         write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
-    with ray_runtime(address, log_to_driver=verbose > 0):
+    with ray_runtime(address, log_to_driver=verbose >= 2):
         recipes = {k: v["recipe"] for k, v in jobs.items()}
         trainable = tune.with_resources(tune.with_parameters(run_job, recipes=recipes),
                                         trial_resources(RecipeConfig.model_validate(next(iter(recipes.values())))))
@@ -124,12 +124,14 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
                 param_space={"job": tune.grid_search(list(jobs))},
                 tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),  # see run_sweep
                 run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=verbose,
+                    name=name, storage_path=storage, verbose=tune_verbosity(verbose),
+                    callbacks=[progress_callback(space.sweep.metrics[0], space.sweep.modes[0], verbose)],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=space.sweep.max_failures),
                 ),
             )
-        tuner.fit()
+        with tune_output(verbose):
+            tuner.fit()
 
     def describe(config):
         job = jobs[config["job"]]

@@ -4,8 +4,11 @@ On a terminal, one status line is redrawn in place (at most once a second):
 
     sweep 3/9 done | 2 running | 1 failed | best gap 4.21 (trial 1a2b_00002) | 12:03 elapsed | ETA 24:10
 
-Not on a terminal (CI, a log file), nothing is printed while the sweep runs and one
-final line when it ends, so logs stay readable. The best value so far leaves out
+Not on a terminal (CI, a log file, ``ray job logs``), one line per trial as it finishes
+or fails, and the status line when the sweep ends, so logs stay readable:
+
+    [3/9 done, 0 failed] trial 1a2b_00002 finished in 3:47: gap 4.21, acc_en 55.20, acc_target 51.00
+    [3/9 done, 1 failed] trial 1a2b_00003 failed: ValueError: loss is nan at step 12 (.../error.txt) The best value so far leaves out
 collapsed trials (``collapsed`` 1.0: they learned nothing), as the leaderboard does. The counts come from the trials' own
 statuses (so a resumed sweep starts from what it already has); the estimate is
 
@@ -18,6 +21,7 @@ created so far (unknown, so no ETA, before any trial finishes).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -42,14 +46,23 @@ class SweepProgress(Callback):
     - ``metric``, ``mode``: the value to track (``min`` or ``max``);
     - ``live``: redraw a status line; ``None`` (default): when stdout is a terminal,
       decided when the sweep starts;
+    - ``per_trial``: when not live, a line per finished or failed trial (``False``: only
+      the final line);
     - ``stream``, ``clock``: where to write and how to tell time (tests pass their own).
     """
 
+    per_trial = True  # a callback pickled with an earlier version's sweep (resumed) lacks the attribute
+
+    #: Shown after the tracked metric in a trial's line, when the trial reports them.
+    ALSO_SHOWN = ("gap", "acc_en", "acc_target")
+
     def __init__(self, metric: str = "gap", mode: str = "min", live: bool | None = None,
-                 stream: TextIO | None = None, interval_s: float = 1.0, clock=time.monotonic):
+                 stream: TextIO | None = None, interval_s: float = 1.0, clock=time.monotonic,
+                 per_trial: bool = True):
         if mode not in ("min", "max"):
             raise ValueError(f"SweepProgress: mode must be 'min' or 'max', got {mode!r}")
         self.metric, self.mode, self.interval_s, self.clock = metric, mode, interval_s, clock
+        self.per_trial = per_trial
         self._live, self._stream = live, stream
         self.total: int | None = None
         self.best: tuple[float, str] | None = None
@@ -91,9 +104,11 @@ class SweepProgress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info):
         self._update_best(trial.trial_id, trial.last_result or {})
+        self._log(trials, trial, _DONE, f"finished{self._took(trial)}: {self._scores(trial.last_result or {})}")
         self._maybe_draw(trials, force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info):
+        self._log(trials, trial, _FAILED, f"failed: {error_summary(trial)}")
         self._maybe_draw(trials, force=True)
 
     def on_step_end(self, iteration: int, trials: list, **info):
@@ -108,6 +123,31 @@ class SweepProgress(Callback):
         else:
             self.stream.write(f"{line}\n")
         self.stream.flush()
+
+    # ---------------------------------------------------------------- a trial's line (logs)
+
+    def _log(self, trials: list, trial, status: str, text: str) -> None:
+        if self.live or not self.per_trial:
+            return
+        # Tune calls the hook before it sets the trial's new status: count it as ``status``.
+        statuses = [status if t.trial_id == trial.trial_id else t.status for t in trials]
+        if trial.trial_id not in {t.trial_id for t in trials}:
+            statuses.append(status)
+        of = f"/{self.total}" if self.total else ""
+        self.stream.write(f"[{statuses.count(_DONE)}{of} done, {statuses.count(_FAILED)} failed] "
+                          f"trial {trial.trial_id} {text}\n")
+        self.stream.flush()
+
+    def _took(self, trial) -> str:
+        started = self._started_at.get(trial.trial_id)
+        return f" in {format_duration(self.clock() - started)}" if started is not None else ""
+
+    def _scores(self, result: dict) -> str:
+        shown = [self.metric] + [k for k in self.ALSO_SHOWN if k != self.metric]
+        parts = [f"{k} {result[k]:.2f}" for k in shown if isinstance(result.get(k), (int, float))]
+        if result.get("collapsed") == 1.0:
+            parts.append("collapsed (one class for nearly every English example; ranked last)")
+        return ", ".join(parts) or "no metrics reported"
 
     # ---------------------------------------------------------------- the line
 
@@ -163,3 +203,18 @@ class SweepProgress(Callback):
         not_started = max(0, self.total - len(trials)) + sum(1 for t in trials if t.status in ("PENDING", "PAUSED"))
         left = sum(max(0.0, mean - (now - self._started_at.get(t.trial_id, now))) for t in running)
         return (left + mean * not_started) / max(1, len(running))
+
+
+def error_summary(trial) -> str:
+    """The last line of a failed trial's traceback (``ExceptionType: message``) and where
+    the whole of it is; Tune writes it to the trial's ``error.txt``."""
+    path = getattr(trial, "error_file", None)  # Tune's staging copy, on the driver
+    try:
+        lines = [l.strip() for l in open(path, encoding="utf-8", errors="replace")] if path else []
+    except OSError:
+        lines = []
+    last = next((l for l in reversed(lines) if l), None)
+    if last is None:
+        return "no error message recorded"
+    stored = getattr(trial, "path", None)  # the trial's folder in the run's storage, where it is kept
+    return f"{last[:300]} ({stored.rstrip('/') + '/' + os.path.basename(path) if stored else path})"

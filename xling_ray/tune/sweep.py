@@ -1,8 +1,8 @@
 """Run a search space as a Ray Tune sweep with Optuna's TPE sampler."""
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,47 @@ def guard_line(space: SearchSpace) -> str:
     return f"Guard: the leaderboard ranks configurations with {c.metric} below {floor} after the others, and collapsed models last."
 
 
+def tune_verbosity(verbose: int) -> int:
+    """Tune's own ``verbose`` for ours: its status tables only at 2 (``--verbose``)."""
+    return 1 if verbose >= 2 else 0
+
+
+@contextlib.contextmanager
+def tune_output(verbose: int):
+    """Tune's console output for ``verbose`` below 2: none, through Ray's own switches.
+    Its new output engine prints a configuration box, result paths and a closing status
+    table whatever ``verbose`` says; the legacy engine (``RAY_AIR_NEW_OUTPUT=0``) honours
+    ``verbose=0``. A failed trial's traceback (``TUNE_PRINT_ALL_TRIAL_ERRORS=0``) stays in
+    its ``error.txt``: :class:`SweepProgress` prints its last line and where it is.
+    Optuna's and Tune's INFO log lines (study created, state written) are lowered to
+    warnings. A user's own setting of either variable wins."""
+    import logging
+
+    if verbose >= 2:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("optuna", "ray.tune")]
+    levels = [lg.level for lg in loggers]
+    switches = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
+    ours = [k for k in switches if k not in os.environ]
+    os.environ.update({k: switches[k] for k in ours})
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        for k in ours:
+            os.environ.pop(k, None)
+
+
+def progress_callback(metric: str, mode: str, verbose: int) -> SweepProgress:
+    """Ours at 1 (the default): a live status line on a terminal, else a line per finished
+    or failed trial; at 0 (``--quiet``) the final line only; at 2 Tune's tables instead."""
+    return SweepProgress(metric, mode, live=None if verbose == 1 else False, per_trial=verbose == 1)
+
+
 def run_sweep(
     space: SearchSpace,
     storage: str = DEFAULT_STORAGE,
@@ -113,6 +154,8 @@ def run_sweep(
 ) -> Path:
     """Run a sweep, or with ``resume`` continue the interrupted one at ``storage/name``.
 
+    ``verbose``: 0 the final line only, 1 a live line on a terminal and a line per trial in
+    a log (:mod:`xling_ray.tune.progress`), 2 Tune's own status tables and the trials' logs.
     Resuming keeps every finished trial and the Optuna study (Tune saves the
     searcher with its experiment state), continues unfinished trials from their
     last checkpoint, and leaves failed ones failed unless ``retry_failed``.
@@ -143,8 +186,8 @@ def run_sweep(
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     print(guard_line(space), flush=True)
-    # On a terminal the live status line stands alone: trial logs would break it.
-    with ray_runtime(address, log_to_driver=verbose > 0 and not sys.stdout.isatty()):
+    # The trials' own logs (in each trial's folder) reach the driver only when asked for (verbose 2).
+    with ray_runtime(address, log_to_driver=verbose >= 2):
         check_cluster_storage(storage, shared_storage)
         if not resume:
             space = space.model_copy(update={"recipe": _on_cluster(space.recipe)})
@@ -181,16 +224,18 @@ def run_sweep(
                     reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
-                    # On a terminal a live status line (xling_ray.tune.progress) replaces Tune's tables.
-                    name=name, storage_path=storage, verbose=0 if verbose and sys.stdout.isatty() else verbose,
-                    callbacks=[SweepProgress(s.metrics[0], s.modes[0], live=None if verbose else False)],
+                    # xling_ray.tune.progress replaces Tune's tables: a live line on a terminal, a line
+                    # per finished trial in a log; Tune's own tables only with verbose 2.
+                    name=name, storage_path=storage, verbose=tune_verbosity(verbose),
+                    callbacks=[progress_callback(s.metrics[0], s.modes[0], verbose)],
                     # One checkpoint per trial on disk; Tune also snapshots the experiment
                     # state whenever a trial checkpoints, so a killed driver resumes exactly.
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 ),
             )
-        tuner.fit()
+        with tune_output(verbose):
+            tuner.fit()
     return Path(run_dir) if "://" not in run_dir else run_dir
 
 
