@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from xling_ray.config import LossConfig, ModelConfig
+from xling_ray.config import LossConfig, ModelConfig, XiteConfig
 from xling_ray.data import PairDataset
-from xling_ray.losses import classification_loss
+from xling_ray.losses import StepContext, classification_loss
+from xling_ray.losses.terms import _xite, perturbed_view, pushed_view
+from xling_ray.losses.views import adversarial_push
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.models.split import TopView, bottom_states
 from xling_ray.train import training_step
@@ -26,6 +28,7 @@ from xling_ray.train.batches import collate, encode
 from xling_ray.train.cache import cache_key, encode_cached
 from xling_ray.train.evaluate import predict
 from xling_ray.train.frozen_cache import frozen_states, frozen_weights_key
+from xling_ray.train.target_text import prepare_xite
 
 from conftest import TINY_MODEL
 
@@ -167,3 +170,79 @@ def test_frozen_states_are_computed_with_the_segment_ids_and_keyed_by_them(bert_
     other = frozen_states(model, 1, swapped, 5, tok.pad_token_id, torch.device("cpu"), tmp_path, weights_key=key)
     assert len(list(tmp_path.glob("*.npz"))) == 2
     assert not np.allclose(other.states[0].astype(np.float32), states.states[0].astype(np.float32), atol=1e-2)
+
+
+# ---------------------------------------------------------------- perturbed views and XITE
+
+
+def _ctx(model, batch, losses: LossConfig, tok) -> StepContext:
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    outputs = model(**inputs, output_hidden_states=True)
+    state = {"train_token_ids": sorted(set(batch["input_ids"].flatten().tolist())), "special_ids": tok.all_special_ids,
+             "tokenizer": tok}
+    return StepContext(model=model, batch=batch, outputs=outputs, config=losses, state=state)
+
+
+def test_views_that_change_nothing_give_the_clean_pass(bert_cfg, tok):
+    """A substitution view with p_sub = 0 and a push of radius ~0 are the clean input: with the
+    segment ids kept aligned, their logits are the clean pass's."""
+    model = bert(bert_cfg)
+    rows = [0, 2, 4, 6]
+    batch = collate(encode(tok, PAIRS, 120), rows, tok.pad_token_id)
+    losses = LossConfig.model_validate({"xlinglearn": {"w_ce_perturbed": 1.0, "p_sub": 0.0},
+                                        "ding2022": {"w_robust": 1.0, "rho": 1e-9, "push": "centroid"}})
+    with torch.no_grad():
+        clean = model(**reference(tok, PAIRS, rows)).logits
+        ctx = _ctx(model, batch, losses, tok)
+        assert torch.allclose(ctx.outputs.logits, clean, atol=1e-5)
+        assert torch.allclose(perturbed_view(ctx).logits, clean, atol=1e-5)
+        assert torch.allclose(pushed_view(ctx).logits, clean, atol=1e-5)
+
+
+def test_the_adversarial_push_runs_the_model_with_the_segment_ids(bert_cfg, tok):
+    model = bert(bert_cfg)
+    batch = collate(encode(tok, PAIRS, 120), [1, 3, 5], tok.pad_token_id)
+    seen = []
+
+    def spy(**inputs):
+        seen.append(inputs.get("token_type_ids"))
+        return model(**inputs)
+
+    embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
+    clean = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.detach()
+    adversarial_push(spy, embeds, batch["attention_mask"], clean, rho=0.1, steps=2,
+                     token_type_ids=batch["token_type_ids"])
+    assert len(seen) == 2 and all(t is not None and torch.equal(t, batch["token_type_ids"]) for t in seen)
+    # Through the term: Ding et al.'s view with the adversarial push.
+    losses = LossConfig.model_validate({"ding2022": {"w_robust": 1.0, "rho": 1e-9, "steps": 1}})
+    ctx = _ctx(model, batch, losses, tok)
+    with torch.no_grad():
+        assert torch.allclose(pushed_view(ctx).logits, model(**reference(tok, PAIRS, [1, 3, 5])).logits, atol=1e-5)
+
+
+def test_xite_reads_both_sides_segment_ids(bert_cfg, tok):
+    model = bert(bert_cfg)
+    train = encode(tok, PAIRS, 120)
+    target = PairDataset("xnli", "de", "validation", ("a", "b", "c"), ("die katze", "ein hund", "es regnet"),
+                         ("eine katze", "der hund", "es ist nass"), (0, 0, 0))
+    cfg = XiteConfig(ratio=1.0, lam=1.0, lda=False, layer=1)
+    data = prepare_xite(model, tok, PAIRS, train, {"de": target}, cfg, 120, tok.pad_token_id)
+    assert data.target.token_type_ids == encode(tok, target, 120).token_type_ids
+    torch.manual_seed(1)
+    idx = torch.randint(len(data), (4,)).tolist()
+    torch.manual_seed(1)
+    b = data.draw(4, torch.device("cpu"))
+    width = b["src_ids"].shape[1]
+    for row, i in enumerate(idx):
+        src, tgt = train.token_type_ids[int(data.matched[i])], data.target.token_type_ids[i]
+        assert b["src_types"][row].tolist() == list(src) + [0] * (width - len(src))
+        assert b["tgt_types"][row].tolist() == list(tgt) + [0] * (width - len(tgt))
+    # lam = 1: the synthetic example is the source pair itself, read with its segment ids.
+    losses = LossConfig.model_validate({"xite": cfg.model_dump()})
+    ctx = StepContext(model=model, batch={"input_ids": torch.zeros(4, 3, dtype=torch.long)}, outputs=None,
+                      config=losses, state={"xite": data})
+    torch.manual_seed(1)
+    with torch.no_grad():
+        value = _xite(ctx)
+        logits = model(input_ids=b["src_ids"], attention_mask=b["mask"], token_type_ids=b["src_types"]).logits
+    assert torch.allclose(value, torch.nn.functional.cross_entropy(logits, b["labels"]), atol=1e-5)

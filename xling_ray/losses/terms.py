@@ -46,6 +46,12 @@ def _forward(model: torch.nn.Module, attention_mask: torch.Tensor, attentions: b
     return unwrap(model)(attention_mask=attention_mask, output_hidden_states=True, output_attentions=attentions, **inputs)
 
 
+def segments(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch's segment ids as model inputs (``{}`` when the tokenizer gives none). A view
+    keeps every token's position, so the clean pass's segment ids stay aligned with it."""
+    return {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+
+
 # ---------------------------------------------------------------- views
 
 def neighbour_table(ctx: StepContext, cfg: XLingLearnConfig) -> NeighbourTable:
@@ -73,7 +79,7 @@ def perturbed_view(ctx: StepContext):
             ctx.batch["input_ids"], ctx.batch["attention_mask"], neighbour_table(ctx, cfg), cfg.p_sub,
             cfg.max_sub_per_example, special_ids=ctx.state.get("special_ids", ()),
         )
-        return _forward(ctx.model, ctx.batch["attention_mask"], cfg.w_attention > 0, input_ids=ids)
+        return _forward(ctx.model, ctx.batch["attention_mask"], cfg.w_attention > 0, input_ids=ids, **segments(ctx.batch))
 
     return ctx.cached("perturbed", make)
 
@@ -88,11 +94,11 @@ def pushed_view(ctx: StepContext):
         embeds = model.get_input_embeddings()(ctx.batch["input_ids"])
         if cfg.push == "adversarial":
             delta = adversarial_push(model, embeds.detach(), mask, ctx.outputs.logits.detach(), cfg.rho, cfg.steps,
-                                     step_size=cfg.step_size)
+                                     step_size=cfg.step_size, token_type_ids=ctx.batch.get("token_type_ids"))
         else:
             centroid = ctx.persistent("centroid", lambda: RunningCentroid(cfg.centroid_momentum))
             delta = centroid_push(embeds, mask, centroid.update(embeds, mask), cfg.rho)
-        return _forward(model, mask, cfg.w_attention_pull > 0, inputs_embeds=embeds + delta)
+        return _forward(model, mask, cfg.w_attention_pull > 0, inputs_embeds=embeds + delta, **segments(ctx.batch))
 
     return ctx.cached("pushed", make)
 
@@ -178,14 +184,17 @@ def _xite(ctx: StepContext) -> torch.Tensor:
     ratio r, and each step draws ceil(r * B) synthetic examples: ``CE + r CE_syn`` is,
     up to the factor 1 / (1 + r), the mean loss over a batch with r synthetic examples
     per real one. The states are mixed position by position; the mask is the union of
-    both sides' masks.
+    both sides' masks. Each side runs with its own segment ids (``token_type_ids``, for
+    tokenizers that give them), which enter at the embeddings, before any mixing layer.
     """
     cfg = ctx.config.xite
     data = ctx.state["xite"]
     model = unwrap(ctx.model)
     n = max(1, math.ceil(cfg.ratio * ctx.batch["input_ids"].shape[0]))
     b = data.draw(n, ctx.batch["input_ids"].device)
-    target = model.base_model(input_ids=b["tgt_ids"], attention_mask=b["tgt_mask"], output_hidden_states=True)
+    tgt_types = {"token_type_ids": b["tgt_types"]} if "tgt_types" in b else {}
+    src_types = {"token_type_ids": b["src_types"]} if "src_types" in b else {}
+    target = model.base_model(input_ids=b["tgt_ids"], attention_mask=b["tgt_mask"], output_hidden_states=True, **tgt_types)
     h_tgt = target.hidden_states[cfg.layer]
     if data.projector is not None:
         h_tgt = data.projector.project(h_tgt.float()).to(h_tgt.dtype)
@@ -198,7 +207,7 @@ def _xite(ctx: StepContext) -> torch.Tensor:
 
     handle = mixing_site(model, cfg.layer).register_forward_hook(mix)
     try:
-        logits = model(input_ids=b["src_ids"], attention_mask=b["mask"]).logits
+        logits = model(input_ids=b["src_ids"], attention_mask=b["mask"], **src_types).logits
     finally:
         handle.remove()
     return classification_loss(logits, b["labels"], ctx.config.label_smoothing)

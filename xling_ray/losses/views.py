@@ -339,6 +339,7 @@ def adversarial_push(
     step_size: float | None = None,
     init_scale: float = 1e-2,
     generator: torch.Generator | None = None,
+    token_type_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The Embedding-Push view as an adversarial offset (Ding et al., COLING 2022;
     computed the FreeLB / SMART way: Zhu et al. ICLR 2020, Jiang et al. ACL 2020):
@@ -360,7 +361,10 @@ def adversarial_push(
       (Madry et al. 2018's rule), so one step reaches the sphere;
     - ``init_scale``: delta starts as Gaussian noise of norm ``init_scale * r_b``
       (at delta = 0 the KL has a zero gradient);
-    - ``generator``: the random source of the start.
+    - ``generator``: the random source of the start;
+    - ``token_type_ids``: (B, T) segment ids of a BERT-style pair input, passed to
+      every call of ``model`` (``f(e)`` and ``f(e + delta)`` must read the same segments
+      as the clean pass that gave ``clean_logits``); ``None`` for models without them.
 
     Choices left open by the papers and taken here: the ball is per example and
     L2 over the whole sequence (not per token); padding positions are never
@@ -383,10 +387,11 @@ def adversarial_push(
     delta = torch.randn(e.shape, generator=generator, device=draw_device, dtype=e.dtype).to(e.device) * mask
     delta = delta * (init_scale * radius / _per_example_norm(delta).clamp_min(1e-12))
     log_p = F.log_softmax(clean_logits.detach().float(), dim=-1)
+    segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
     with torch.enable_grad():
         for _ in range(steps):
             delta.requires_grad_(True)
-            logits = _logits(model(inputs_embeds=e + delta, attention_mask=attention_mask))
+            logits = _logits(model(inputs_embeds=e + delta, attention_mask=attention_mask, **segments))
             kl = F.kl_div(F.log_softmax(logits.float(), dim=-1), log_p, log_target=True, reduction="sum")
             (grad,) = torch.autograd.grad(kl, delta)
             grad = grad * mask

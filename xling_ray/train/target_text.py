@@ -104,7 +104,8 @@ class XiteData:
 
     def draw(self, n: int, device: torch.device) -> dict[str, Any]:
         """``n`` synthetic examples: source and target token batches padded to one width, so
-        that their states can be interpolated position by position; the mask is their union."""
+        that their states can be interpolated position by position; the mask is their union.
+        With segment ids (BERT-style tokenizers) each side's are ``src_types``/``tgt_types``."""
         idx = torch.randint(len(self), (n,)).tolist()
         src = collate(self.source, [int(self.matched[i]) for i in idx], self.pad_id)
         tgt = collate(self.target, idx, self.pad_id)
@@ -114,6 +115,8 @@ class XiteData:
             "src_ids": pad(src["input_ids"], self.pad_id), "tgt_ids": pad(tgt["input_ids"], self.pad_id),
             "src_mask": pad(src["attention_mask"], 0), "tgt_mask": pad(tgt["attention_mask"], 0),
         }
+        if "token_type_ids" in src and "token_type_ids" in tgt:
+            batch["src_types"], batch["tgt_types"] = pad(src["token_type_ids"], 0), pad(tgt["token_type_ids"], 0)
         batch = {k: v.to(device) for k, v in batch.items()}
         batch["mask"] = torch.maximum(batch["src_mask"], batch["tgt_mask"])
         batch["labels"] = self.labels[idx].to(device)
@@ -152,7 +155,7 @@ def prepare_xite(model, tokenizer, train_data: PairDataset, train: EncodedSet, t
                                       n_components=cfg.lda_components, shrinkage=cfg.lda_shrinkage)
     target = encode(tokenizer, PairDataset("xite", "mixed", "pool", tuple(str(i) for i in range(len(a))),
                                            tuple(a), tuple(b), tuple(0 for _ in a)), max_length)
-    target = EncodedSet(target.task, target.language, tuple(target.input_ids[i] for i in keep), tuple(0 for _ in keep))
+    target = target.subset(keep, labels=tuple(0 for _ in keep))
     return XiteData(target, train, match.indices[keep], match.labels[keep], projector, pad_id)
 
 
