@@ -407,3 +407,14 @@ def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tin
     searched = load_eval_sets(recipe.data)["pawsx"]["en"].ids
     held = load_eval_sets(RecipeConfig.model_validate(job["recipe"]).data)["pawsx"]["en"].ids
     assert len(held) == 10 and not set(searched) & set(held)
+
+
+def test_a_production_training_that_fails_on_a_worker_is_one_line_and_exit_1(ray_local, tiny_recipe, tmp_path, capsys):
+    from xling_ray.leaderboard.export import ExportedRecipe, write_exported
+
+    recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": 1, "train.lr": 1e30})  # inputs fine, loss NaN
+    best = write_exported(ExportedRecipe(recipe=recipe, seeds=[0]), tmp_path / "best.yaml")
+    assert main(["train", str(best), "--output", str(tmp_path / "model"), "--workers", "2"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("xling-ray: error: training failed on a Ray Train worker (NonFiniteLossError: "), line
+    assert "loss is nan" in line and str(tmp_path / "model" / "ray") in line

@@ -23,12 +23,19 @@ class TrainingFailed(RuntimeError):
     """Training raised on a worker after every input checked out; the message is one line."""
 
 
-def _first_line(err: BaseException) -> str:
-    cause = err
-    while cause.__cause__ is not None:  # Ray wraps the worker's error
-        cause = cause.__cause__
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+def _summary(err: BaseException) -> str:
+    """``ExceptionType: first line`` of the worker's own error inside Ray's wrappers
+    (``WorkerGroupError.worker_failures``, ``RayTaskError.cause``, ``__cause__``)."""
+    failures = getattr(err, "worker_failures", None)
+    if failures:
+        err = failures[min(failures)]
+    while True:
+        inner = getattr(err, "cause", None) or err.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    text = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def train_production(recipe: RecipeConfig, output: str | Path, address: str | None = None) -> dict[str, Any]:
@@ -43,10 +50,14 @@ def train_production(recipe: RecipeConfig, output: str | Path, address: str | No
     with ray_runtime(address):
         if recipe.scaling.use_gpu is None:
             recipe = recipe.with_updates({"scaling.use_gpu": ray.cluster_resources().get("GPU", 0) > 0})
-        result = make_trainer(recipe, name="train", storage_path=str(output / "ray"), export_models=True).fit()
-        if result.error:
-            raise TrainingFailed(f"training failed on a Ray Train worker ({_first_line(result.error)}); the worker's "
-                                 f"traceback is printed above and kept under {output / 'ray'}") from result.error
+        try:
+            result = make_trainer(recipe, name="train", storage_path=str(output / "ray"), export_models=True).fit()
+            error = result.error  # Ray Train V1 returns it; V2 raises TrainingFailedError
+        except ray.train.TrainingFailedError as err:
+            error = err
+        if error:
+            raise TrainingFailed(f"training failed on a Ray Train worker ({_summary(error)}); the worker's "
+                                 f"traceback is printed above and kept under {output / 'ray'}") from error
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))}
         with result.checkpoint.as_directory() as ckpt:
             for task in recipe.data.tasks:
