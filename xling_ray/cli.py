@@ -40,9 +40,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from xling_ray.tune.sweep import disk_usage, load_run_space
 
     if args.resume:
-        if args.space or args.set or args.num_samples or args.data_dir or _scaling_overrides(args):
+        if args.space or args.set or args.num_samples or args.data_dir or args.mlflow or _scaling_overrides(args):
             raise ConfigError("--resume RUN_DIR continues a sweep as it was started: give no SPACE, --set, "
-                              "--num-samples, --data-dir or --workers/--cpus-per-worker/--gpus-per-worker/"
+                              "--num-samples, --data-dir, --mlflow or --workers/--cpus-per-worker/--gpus-per-worker/"
                               "--gpus-per-trial/--eval-batch-size")
         run_dir = str(args.resume).rstrip("/")
         space = load_run_space(run_dir)
@@ -63,8 +63,9 @@ def _sweep(args: argparse.Namespace) -> int:
         space = load_search_space(args.space, overrides)
         name = args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = run_sweep(space, storage=args.storage, name=name, address=args.address,
-                            verbose=_verbosity(args), shared_storage=args.shared_storage)
-    _print_leaderboard(run_dir, "Leaderboard of")
+                            verbose=_verbosity(args), shared_storage=args.shared_storage, mlflow=_mlflow(args))
+    board, written = _print_leaderboard(run_dir, "Leaderboard of")
+    _finish_mlflow(run_dir, "sweep", board, written)
     size, checkpoints = disk_usage(run_dir)
     print(f"Disk: {size / 2**20:.1f} MiB in {run_dir} ({checkpoints} checkpoint(s), at most one per trial)")
     return 0
@@ -117,7 +118,7 @@ def _submit(args: argparse.Namespace) -> int:
     return submit(address, command, runtime_env, job_id=args.job_id, wait=not args.no_wait)
 
 
-def _print_leaderboard(run_dir, title: str, board=None, prefix: str = "leaderboard") -> None:
+def _print_leaderboard(run_dir, title: str, board=None, prefix: str = "leaderboard"):
     from xling_ray.leaderboard import build_leaderboard, format_leaderboard, write_leaderboard
 
     board = board if board is not None else build_leaderboard(run_dir)
@@ -126,6 +127,33 @@ def _print_leaderboard(run_dir, title: str, board=None, prefix: str = "leaderboa
     print(f"\n{title} {run_dir}, configurations ranked by {goal}:\n")
     print(format_leaderboard(board))
     print("\nWritten: " + "\n         ".join(written))
+    return board, written
+
+
+def _mlflow(args: argparse.Namespace) -> str | None:
+    """``--mlflow URI``, else ``$MLFLOW_TRACKING_URI`` when set (MLflow's own default)."""
+    import os
+
+    return args.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def _finish_mlflow(run_dir, stage: str, board, written: list[str]) -> None:
+    """A stage that logs to MLflow: the report into the run folder, then the leaderboard files
+    and the report as the parent run's artifacts (:func:`xling_ray.tune.tracking.finish_mlflow`)."""
+    from xling_ray.tune.tracking import finish_mlflow, saved_tracking
+
+    if not saved_tracking(str(run_dir), stage):
+        return
+    files = list(written)
+    if "://" not in str(run_dir):
+        from xling_ray.report.html import write_report
+
+        files.append(str(write_report(str(run_dir), Path(run_dir) / "report.html")))
+        files.append(str(Path(run_dir) / "search_space.yaml"))
+    config_ids = dict(zip(board.trials["trial_id"], board.trials["config_id"])) if not board.trials.empty else {}
+    parent = finish_mlflow(str(run_dir), stage, files, config_ids)
+    if parent:
+        print(f"MLflow: run {parent} (stage {stage}) has the trials as nested runs and these files as artifacts")
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -137,11 +165,14 @@ def _final(args: argparse.Namespace) -> int:
     from xling_ray.leaderboard.final import run_final
 
     overrides = {k.removeprefix("recipe."): v for k, v in _overrides(args).items()}
+    from xling_ray.leaderboard.final import final_name
+
     board = run_final(args.run_dir, top=args.top, split=args.split, heldout=args.heldout, seeds=args.seeds,
-                      overrides=overrides, address=args.address, verbose=_verbosity(args))
+                      overrides=overrides, address=args.address, verbose=_verbosity(args), mlflow=_mlflow(args))
     part = "held-out part" if args.heldout else f"{args.split} split"
-    _print_leaderboard(args.run_dir, f"Final leaderboard ({part}) of", board,
-                       f"final_{'heldout' if args.heldout else args.split}_leaderboard")
+    board, written = _print_leaderboard(args.run_dir, f"Final leaderboard ({part}) of", board,
+                                        f"final_{'heldout' if args.heldout else args.split}_leaderboard")
+    _finish_mlflow(args.run_dir, final_name(args.split, args.heldout), board, written)
     return 0
 
 
@@ -236,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-batch-size", type=int, help="evaluation batch size (recipe.train.eval_batch_size); "
                                                         "lower it if evaluation runs out of GPU memory")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. recipe.train.epochs=1")
+    s.add_argument("--mlflow", metavar="URI",
+                   help="log every trial to MLflow, nested under one run for the sweep: sqlite:///mlflow.db, "
+                        "file:./mlruns or http(s)://SERVER (default: $MLFLOW_TRACKING_URI when set)")
     s.add_argument("--quiet", action="store_true", help="no progress while it runs: the final line and the leaderboard")
     s.add_argument("--verbose", action="store_true",
                    help="Tune's own status tables and the trials' logs instead of xling-ray's progress lines")
@@ -255,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--heldout", action="store_true",
                     help="evaluate on the examples the sweep set aside (recipe.data.heldout) instead of --split")
     fi.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    fi.add_argument("--mlflow", metavar="URI", help="log each job to MLflow, nested under one run for this final "
+                                                    "(default: $MLFLOW_TRACKING_URI when set)")
     fi.add_argument("--quiet", action="store_true", help="no progress while it runs: the final line and the leaderboard")
     fi.add_argument("--verbose", action="store_true",
                     help="Tune's own status tables and the trials' logs instead of xling-ray's progress lines")

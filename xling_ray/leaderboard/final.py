@@ -92,13 +92,15 @@ def final_name(split: str, heldout: bool) -> str:
 
 def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: bool = False,
               seeds: int | None = None, overrides: dict[str, Any] | None = None,
-              address: str | None = None, verbose: int = 0, feasible_only: bool = True) -> Leaderboard:
+              address: str | None = None, verbose: int = 0, feasible_only: bool = True,
+              mlflow: str | None = None) -> Leaderboard:
     """Retrain the top configurations on ``split`` and rank them; see the module docstring."""
     from ray import tune
 
     from xling_ray.train.ray_train import ray_runtime
     from xling_ray.tune.storage import read_text, resolve_storage, write_text
     from xling_ray.tune.sweep import load_run_space, progress_callback, tune_output, tune_verbosity
+    from xling_ray.tune.tracking import MLflowTracking, ReadableTensorBoard, check_mlflow, save_tracking
     from xling_ray.tune.trainable import trial_resources
 
     space = load_run_space(run_dir)
@@ -111,7 +113,11 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
     else:
         jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides, feasible_only)
         check_jobs(jobs, split, heldout)
+        if mlflow:
+            check_mlflow(mlflow)
         write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
+        if mlflow:
+            save_tracking(str(run_dir), name, mlflow)
     with ray_runtime(address, log_to_driver=verbose >= 2):
         recipes = {k: v["recipe"] for k, v in jobs.items()}
         trainable = tune.with_resources(tune.with_parameters(run_job, recipes=recipes),
@@ -125,7 +131,11 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
                 tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),  # see run_sweep
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=tune_verbosity(verbose),
-                    callbacks=[progress_callback(space.sweep.metrics[0], space.sweep.modes[0], verbose)],
+                    callbacks=[progress_callback(space.sweep.metrics[0], space.sweep.modes[0], verbose),
+                               ReadableTensorBoard(),
+                               *([MLflowTracking(mlflow, str(run_dir), stage=name, jobs={
+                                   k: {f: v[f] for f in ("config_id", "seed", "settings")} for k, v in jobs.items()})]
+                                 if mlflow else [])],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=space.sweep.max_failures),
                 ),

@@ -16,6 +16,7 @@ from xling_ray.tune.search import make_search_alg, num_trials
 from xling_ray.tune.storage import (
     check_cluster_storage, check_shared_storage, open_run_dir, read_text, resolve_storage, run_dir_of, write_text,
 )
+from xling_ray.tune.tracking import MLflowTracking, ReadableTensorBoard, check_mlflow, save_tracking, saved_tracking
 from xling_ray.tune.trainable import run_trial, trial_resources
 
 DEFAULT_STORAGE = "./xling_runs"
@@ -151,11 +152,14 @@ def run_sweep(
     resume: bool = False,
     retry_failed: bool = False,
     shared_storage: bool = False,
+    mlflow: str | None = None,
 ) -> Path:
     """Run a sweep, or with ``resume`` continue the interrupted one at ``storage/name``.
 
     ``verbose``: 0 the final line only, 1 a live line on a terminal and a line per trial in
     a log (:mod:`xling_ray.tune.progress`), 2 Tune's own status tables and the trials' logs.
+    ``mlflow``: a tracking URI to log the trials to (:mod:`xling_ray.tune.tracking`); a
+    resumed sweep continues the one it was started with.
     Resuming keeps every finished trial and the Optuna study (Tune saves the
     searcher with its experiment state), continues unfinished trials from their
     last checkpoint, and leaves failed ones failed unless ``retry_failed``.
@@ -182,6 +186,10 @@ def run_sweep(
     # Every file, pool and model a trial reads, read once here: a bad input fails now, in one
     # line, with nothing written, instead of inside every trial once Ray has started.
     check_space(space)
+    if resume:
+        mlflow = (saved_tracking(run_dir, "sweep") or {}).get("mlflow")
+    if mlflow:
+        check_mlflow(mlflow)
     # Snapshotting the experiment state at every trial checkpoint is what makes resume exact
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -192,6 +200,8 @@ def run_sweep(
         if not resume:
             space = space.model_copy(update={"recipe": _on_cluster(space.recipe)})
             save_space(space, run_dir)
+            if mlflow:
+                save_tracking(run_dir, "sweep", mlflow)
         recipe = space.recipe
 
         trainable = tune.with_parameters(run_trial, recipe=recipe.model_dump())
@@ -227,7 +237,8 @@ def run_sweep(
                     # xling_ray.tune.progress replaces Tune's tables: a live line on a terminal, a line
                     # per finished trial in a log; Tune's own tables only with verbose 2.
                     name=name, storage_path=storage, verbose=tune_verbosity(verbose),
-                    callbacks=[progress_callback(s.metrics[0], s.modes[0], verbose)],
+                    callbacks=[progress_callback(s.metrics[0], s.modes[0], verbose), ReadableTensorBoard(),
+                               *([MLflowTracking(mlflow, run_dir, base_seed=recipe.train.seed)] if mlflow else [])],
                     # One checkpoint per trial on disk; Tune also snapshots the experiment
                     # state whenever a trial checkpoints, so a killed driver resumes exactly.
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
