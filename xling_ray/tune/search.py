@@ -23,21 +23,54 @@ configuration repeated over seeds.
 The whole state (Optuna's study and sampler, the seed groups) is saved by Tune
 with the experiment state and restored by ``Tuner.restore``; :func:`load_study`
 reads the study back from a run folder.
+
+Ray's ``OptunaSearch`` has no public handle on its Optuna study or on the Optuna
+trial of a Tune trial; the two private attributes read for them (``_ot_study``,
+``_ot_trials``) are read in :func:`optuna_study` and :func:`optuna_trial` only,
+which fail with the attribute's name and :data:`RAY_TESTED` when a Ray release
+changes them (pyproject pins Ray to that range; tests/test_search_apis.py checks it).
 """
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ray.tune.search import Repeater
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.repeater import TRIAL_INDEX, _TrialGroup
+from ray.tune.search.repeater import TRIAL_INDEX
 
 from xling_ray.tune.space import Constraint, SearchSpace, SweepConfig, same_settings
 
 _FAILED = "__failed__"
+
+#: The Ray releases whose ``OptunaSearch`` private attributes this module was tested
+#: with (the range pyproject allows): the lowest by CI's lowest-versions step, the newest by its main run.
+RAY_TESTED = ">=2.50,<2.61"
+
+
+def _ray_private(searcher: OptunaSearch, name: str):
+    try:
+        return getattr(searcher, name)
+    except AttributeError:
+        import ray
+
+        raise RuntimeError(
+            f"ray {ray.__version__}: OptunaSearch has no attribute {name!r}, which xling_ray.tune.search reads "
+            f"(no public API gives it); tested with ray{RAY_TESTED}") from None
+
+
+def optuna_study(searcher: OptunaSearch):
+    """The Optuna study behind Ray's ``OptunaSearch`` (its private ``_ot_study``)."""
+    return _ray_private(searcher, "_ot_study")
+
+
+def optuna_trial(searcher: OptunaSearch, trial_id: str):
+    """The live Optuna trial Ray's ``OptunaSearch`` asked for Tune trial ``trial_id``
+    (its private ``_ot_trials``), or ``None`` if it asked none for it."""
+    return _ray_private(searcher, "_ot_trials").get(trial_id)
 
 
 class ConstrainedOptunaSearch(OptunaSearch):
@@ -84,24 +117,63 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         c = self.guard
-        if result and c and trial_id in self._ot_trials:
+        trial = optuna_trial(self, trial_id) if result and c else None
+        if trial is not None:
             value = result.get(c.metric)
             if value is not None and not math.isnan(value):
                 floor = self.floor_for(result)
-                self._ot_trials[trial_id].set_constraint(c.metric, 0.0 if floor is None else floor - float(value))
+                trial.set_constraint(c.metric, 0.0 if floor is None else floor - float(value))
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-class SeedGroups(Repeater):
+class _SeedGroup:
+    """The trials of one configuration: the primary one (the trial the inner searcher
+    suggested and is told about) and its other seeds, each with its report once finished.
+    Same attributes and methods as Ray's private ``repeater._TrialGroup``, which a
+    searcher saved by an earlier version holds (and still restores with)."""
+
+    def __init__(self, primary_trial_id: str, config: dict, max_trials: int = 1):
+        self.primary_trial_id = primary_trial_id
+        self.config = config
+        self._trials: dict[str, dict | None] = {primary_trial_id: None}
+        self.max_trials = max_trials
+
+    def add(self, trial_id: str) -> None:
+        assert len(self._trials) < self.max_trials
+        self._trials.setdefault(trial_id, None)
+
+    def full(self) -> bool:
+        return len(self._trials) == self.max_trials
+
+    def count(self) -> int:
+        return len(self._trials)
+
+    def report(self, trial_id: str, score: dict) -> None:
+        assert trial_id in self._trials
+        self._trials[trial_id] = score
+
+    def finished_reporting(self) -> bool:
+        return None not in self._trials.values() and len(self._trials) == self.max_trials
+
+    def scores(self) -> list:
+        return list(self._trials.values())
+
+
+class SeedGroups(Searcher):
     """Runs every suggested configuration with ``seeds`` trials and tells the inner
-    searcher the mean of each of ``metrics`` over them (Tune's ``Repeater`` averages
-    one metric only). If any seed fails, the configuration is reported failed.
+    searcher the mean of each of ``metrics`` over them (Tune's ``Repeater``, on Ray's
+    public ``Searcher`` API, for several metrics: ``Repeater`` averages one). If any
+    seed fails, the configuration is reported failed.
 
     ``baseline``: the plain baseline's settings. With ``run_baseline`` it is the first
     configuration, served before the inner searcher is asked and never told to it.
     Whenever a configuration with these settings finishes (served here, or an identical
     point the searcher suggested), its mean of the constraint's metric goes to the
-    inner searcher's ``set_plain_reference`` first."""
+    inner searcher's ``set_plain_reference`` first.
+
+    The attribute names are ``Repeater``'s (``repeat``, ``_groups``, ``_trial_id_to_group``,
+    ``_current_group``): Tune saves a wrapper's ``__dict__`` (:meth:`get_state`), and
+    a sweep saved when this class extended ``Repeater`` resumes with it."""
 
     # Defaults for a searcher pickled by an earlier version (a sweep resumed across an upgrade).
     _baseline: dict[str, Any] | None = None
@@ -111,22 +183,43 @@ class SeedGroups(Repeater):
 
     def __init__(self, searcher, seeds: int, metrics: list[str], baseline: dict[str, Any] | None = None,
                  run_baseline: bool = False, baseline_metric: str | None = None):
-        super().__init__(searcher, repeat=seeds, set_index=True)
+        self.searcher = searcher
+        self.repeat = seeds
+        self._set_index = True
+        self._groups: list[_SeedGroup] = []
+        self._trial_id_to_group: dict[str, _SeedGroup] = {}
+        self._current_group: _SeedGroup | None = None
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
         self._metrics = list(metrics)
         self._baseline = dict(baseline) if baseline is not None else None
         self._baseline_metric = baseline_metric
         self._serve_baseline = bool(run_baseline and baseline is not None)
         self._served = frozenset()  # primary trial ids of groups the inner searcher never suggested
 
+    def _start_group(self, trial_id: str, config: dict) -> None:
+        self._current_group = _SeedGroup(trial_id, config, max_trials=self.repeat)
+        self._groups.append(self._current_group)
+
     def suggest(self, trial_id: str) -> dict | None:
-        if self._serve_baseline and (self._current_group is None or self._current_group.full()):
-            self._serve_baseline = False
-            self._current_group = _TrialGroup(trial_id, dict(self._baseline), max_trials=self.repeat)
-            self._groups.append(self._current_group)
-            self._served = self._served | {trial_id}
-            self._trial_id_to_group[trial_id] = self._current_group
-            return {**self._baseline, TRIAL_INDEX: 0}
-        return super().suggest(trial_id)
+        if self._current_group is None or self._current_group.full():
+            if self._serve_baseline:
+                self._serve_baseline = False
+                self._start_group(trial_id, dict(self._baseline))
+                self._served = self._served | {trial_id}
+            else:
+                config = self.searcher.suggest(trial_id)
+                if config is None or config == Searcher.FINISHED:
+                    return config
+                self._start_group(trial_id, copy.deepcopy(config))
+            index = 0
+        else:
+            index = self._current_group.count()
+            self._current_group.add(trial_id)
+        self._trial_id_to_group[trial_id] = self._current_group
+        config = self._current_group.config.copy()
+        if self._set_index:
+            config[TRIAL_INDEX] = index
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, **kwargs):
         group = self._trial_id_to_group[trial_id]
@@ -149,6 +242,24 @@ class SeedGroups(Repeater):
             self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
             return
         self.searcher.on_trial_complete(group.primary_trial_id, result=mean, error=False)
+
+    # Tune saves the inner searcher itself (save_to_dir) and a wrapper's state apart (get_state).
+    def get_state(self) -> dict:
+        state = self.__dict__.copy()
+        del state["searcher"]
+        return state
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
 
 
 def make_sampler(sweep: SweepConfig):
@@ -204,4 +315,4 @@ def load_study(run_dir: str | Path):
     """The Optuna study of a sweep, as Tune last saved it in ``run_dir``."""
     searcher = ConstrainedOptunaSearch()
     searcher.restore_from_dir(str(run_dir))
-    return searcher._ot_study
+    return optuna_study(searcher)
