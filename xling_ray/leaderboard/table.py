@@ -276,7 +276,10 @@ def plain_value(value: Any) -> Any:
 def pareto_front(values: np.ndarray, modes) -> np.ndarray:
     """Boolean mask of the rows of ``values`` (n x k) that no other row dominates:
     ``b`` dominates ``a`` when it is at least as good in every objective (``min``:
-    lower, ``max``: higher) and better in one."""
+    lower, ``max``: higher) and better in one.
+
+    Ours, not Optuna's: Optuna 5.0's is private (``optuna.study._multi_objective``), and
+    its public ``Study.best_trials`` would need a study built trial by trial from the rows."""
     if len(values) == 0:
         return np.zeros(0, bool)
     signed = values * np.array([1.0 if m == "min" else -1.0 for m in modes])  # everything minimised
