@@ -325,8 +325,9 @@ def test_a_sweep_killed_mid_trial_resumes_without_losing_or_repeating_trials(tin
         "sweep": {"num_samples": n, "seeds": 1, "seed": 3, "max_concurrent_trials": 1},
     }))
     run = tmp_path / "runs" / "killed"
+    mlruns = f"file:{tmp_path / 'mlruns'}"
     cmd = [sys.executable, "-m", "xling_ray.cli", "sweep", str(space), "--storage", str(tmp_path / "runs"),
-           "--name", "killed", "--quiet"]
+           "--name", "killed", "--quiet", "--mlflow", mlruns]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_in = None
     try:
@@ -365,6 +366,19 @@ def test_a_sweep_killed_mid_trial_resumes_without_losing_or_repeating_trials(tin
     study = load_study(run)
     assert len(study.trials) == n and all(t.state == TrialState.COMPLETE for t in study.trials)
     assert sorted(round(t.params["train.lr"], 12) for t in study.trials) == sorted(round(v, 12) for v in configs["train.lr"])
+    # MLflow: the same parent run went on; one run per trial, each report logged once.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlruns)
+    runs = client.search_runs([client.get_experiment_by_name("xling-ray").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == n and len({r.data.tags["trial_id"] for r in children}) == n
+    for r in children:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(1, epochs + 1)), (r.data.tags["trial_id"], steps)
+        assert r.info.status == "FINISHED"
 
 
 def test_a_second_sweep_into_an_existing_run_folder_is_refused(tiny_recipe, tmp_path, capsys):
