@@ -10,8 +10,8 @@ import torch
 
 from conftest import TINY_MODEL
 from xling_ray.config import ModelConfig
-from xling_ray.losses import adjustment
-from xling_ray.losses.adjustment import (
+from xling_ray.methods.adjustment import aligner, objective, words
+from xling_ray.methods.adjustment import (
     AlignedCollator,
     adjustment_objective,
     align_corpus,
@@ -47,7 +47,9 @@ def tiny(tok):
 
 
 def test_doctests():
-    assert doctest.testmod(adjustment).failed == 0
+    for module in (words, aligner, objective):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 # --------------------------------------------------------------------------- words

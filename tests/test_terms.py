@@ -6,7 +6,8 @@ import torch
 
 from xling_ray.config import LossConfig
 from xling_ray.data import get_benchmark, load_train_set
-from xling_ray.losses import classification_loss, registered_terms
+from xling_ray.losses import classification_loss
+from xling_ray.methods import registered_terms
 from xling_ray.losses.views import RunningCentroid
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train import LocalSession, run_recipe, training_step
@@ -77,7 +78,7 @@ def test_each_method_adds_its_terms_with_finite_values_and_gradients(tiny_recipe
 
 
 def test_the_perturbed_view_is_built_once_per_step_for_all_xlinglearn_terms(tiny_recipe, setup, monkeypatch):
-    import xling_ray.losses.terms as terms
+    import xling_ray.methods.xlinglearn as terms
 
     batch, state = setup
     losses = LossConfig.model_validate({"xlinglearn": XLL_ON})

@@ -107,60 +107,14 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
-AttentionLayers = Literal["last", "all"] | int
-AttentionDivergence = Literal["kl", "symmetric_kl", "mse"]
-
-
-class XLingLearnConfig(_Strict):
-    """XLingLearn: a perturbed view of each English example and three terms that tie it to the clean one.
-
-    Every ``w_*`` is a term's weight; 0 (the default) switches it off, and the
-    perturbed view is only built when some term needs it.
-    """
-
-    # The view: substitute tokens with nearest neighbours in the model's input-embedding space.
-    p_sub: float = Field(0.15, ge=0, le=1, description="probability that an eligible token is substituted")
-    max_sub_per_example: int | None = Field(None, ge=1, description="cap on substitutions per example")
-    neighbours: int = Field(8, ge=1, description="a substitute is drawn from the token's k nearest neighbours")
-    synonym_file: str | None = Field(None, description="word<TAB>syn1 syn2 ... file used instead of embedding neighbours")
-    w_ce_perturbed: float = Field(0.0, ge=0, description="cross-entropy on the perturbed view")
-    # Distance-dispersion constraint (alignment + uniformity).
-    w_dispersion: float = Field(0.0, ge=0)
-    beta: float = Field(1.0, ge=0, description="weight of uniformity inside the dispersion term")
-    t: float = Field(2.0, gt=0, description="uniformity temperature")
-    # Attention consistency between the clean and the perturbed view.
-    w_attention: float = Field(0.0, ge=0)
-    attention_layers: AttentionLayers = "last"
-    attention_divergence: AttentionDivergence = "kl"
-    # Debiased optimal transport between the batch's clean and perturbed pooled embeddings.
-    w_ot: float = Field(0.0, ge=0)
-    ot_eps: float = Field(0.1, gt=0, description="entropic regularisation of the Sinkhorn divergence")
-    ot_iters: int = Field(100, ge=1)
-    ot_cost: Literal["cosine", "sqeuclidean"] = "cosine"
-    ot_eta: float = Field(0.0, ge=0, description="class-conditional cost: added where labels differ")
+class MethodSettings(_Strict):
+    """Base of a method's typed settings (``losses.<key>`` of a recipe): unknown fields are
+    errors, values are frozen. ``active``: whether the method is on (it prepares and
+    weighs nothing when off)."""
 
     @property
     def active(self) -> bool:
-        return any(w > 0 for w in (self.w_ce_perturbed, self.w_dispersion, self.w_attention, self.w_ot))
-
-
-class Ding2022Config(_Strict):
-    """Embedding-Push, Attention-Pull and Robust targets (Ding et al., COLING 2022)."""
-
-    push: Literal["adversarial", "centroid"] = "adversarial"
-    rho: float = Field(0.05, gt=0, description="push radius, relative to the mean token-embedding norm")
-    steps: int = Field(1, ge=1, description="K, ascent steps of the adversarial push")
-    step_size: float | None = Field(None, gt=0, description="ascent step as a fraction of the ball radius (default 2.5 / K)")
-    centroid_momentum: float = Field(0.99, ge=0, lt=1, description="EMA of the running English centroid")
-    w_robust: float = Field(0.0, ge=0, description="cross-entropy of the pushed view against robust targets")
-    gamma: float = Field(0.1, ge=0, le=1, description="robust target = (1-gamma) onehot + gamma p_clean")
-    w_attention_pull: float = Field(0.0, ge=0)
-    attention_layers: AttentionLayers = "last"
-    attention_divergence: AttentionDivergence = "kl"
-
-    @property
-    def active(self) -> bool:
-        return self.w_robust > 0 or self.w_attention_pull > 0
+        raise NotImplementedError(f"{type(self).__name__} must say when its method is on (the `active` property)")
 
 
 class PoolConfig(_Strict):
@@ -186,64 +140,90 @@ class PoolConfig(_Strict):
     seed: int = 0
 
 
-class XiteConfig(_Strict):
-    """XITE (Fazili & Jyothi, 2026): synthetic examples interpolated between English training
-    examples and target-language text labelled by its nearest English example. Off at ratio 0."""
-
-    ratio: float = Field(0.0, ge=0, description="synthetic examples per real one (0 = off)")
-    lam: float = Field(0.5, ge=0, le=1, description="interpolation weight of the source when alpha is not set")
-    alpha: float | None = Field(None, gt=0, description="draw lam from Beta(alpha, alpha) per example instead")
-    layer: int = Field(0, ge=0, description="0: interpolate input embeddings; k: hidden states after layer k (manifold mixup)")
-    lda: bool = True
-    lda_components: int | None = Field(None, ge=1, description="default: languages - 1")
-    lda_shrinkage: float | Literal["auto"] | None = None
-    k: int = Field(1, ge=1, description="label by a vote of the k nearest English examples; the pair is the nearest "
-                                        "of those with the voted label")
-    tau: float | None = Field(None, ge=-1, le=1, description="drop target texts whose cosine similarity to their "
-                                                             "English pair is below tau")
-
-    @property
-    def active(self) -> bool:
-        return self.ratio > 0
+#: Method key -> its typed settings, read under ``losses.<key>`` of a recipe. Filled by
+#: :func:`xling_ray.methods.register` (each method module registers its own settings).
+_METHOD_SETTINGS: dict[str, type[BaseModel]] = {}
+#: Where the built-in methods live, imported on first validation: a plug-in point named here,
+#: not an import of this module, so the configuration stays below the layers that use it.
+BUILTIN_METHODS = "xling_ray.methods"
 
 
-class AdjustmentConfig(_Strict):
-    """Cross-lingual adjustment (Cao et al., 2020; Efimov et al., 2023):
-    ``L_adj = L_align + base_rate * L_reg`` on parallel sentences.
-
-    ``regime: before``: ``steps`` adjustment steps before fine-tuning (AdamW, betas 0.9/0.98,
-    warm-up over the first 10 %, ``lr``, ``batch_size`` pairs). ``regime: continual``: during
-    fine-tuning, ``CE + w_align * L_align + w_reg * L_reg`` with an alignment batch each step.
-    Off when ``regime`` is ``off``.
-    """
-
-    regime: Literal["off", "before", "continual"] = "off"
-    word_vector: Literal["mean", "first", "last"] = "mean"
-    include_special: bool = Field(False, description="count [CLS]/[SEP] (<s>/</s>) as aligned")
-    alignment_file: str | None = Field(None, description="Pharaoh i-j alignments instead of the built-in aligner")
-    align_layer: int = Field(8, description="hidden layer whose similarities the built-in aligner uses")
-    steps: int = Field(100, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    batch_size: int = Field(32, ge=1, description="parallel pairs per adjustment step (reference: 32; continual: 16)")
-    base_rate: float = Field(1.0, ge=0, description="weight of L_reg before fine-tuning")
-    w_align: float = Field(0.01, ge=0, description="continual: weight of L_align")
-    w_reg: float = Field(1.0, ge=0, description="continual: weight of L_reg")
-
-    @property
-    def active(self) -> bool:
-        return self.regime != "off"
+def register_method_settings(key: str, settings: type[BaseModel]) -> None:
+    """Make ``losses.<key>`` a recipe section validated by ``settings`` (see
+    :func:`xling_ray.methods.register`). Registering the same key again replaces it
+    only for a class of the same name from the same module (a module imported again)."""
+    old = _METHOD_SETTINGS.get(key)
+    if key in LossConfig.model_fields or (
+            old is not None and (old.__module__, old.__qualname__) != (settings.__module__, settings.__qualname__)):
+        raise ValueError(f"losses.{key} is already taken ({old.__module__ if old else 'LossConfig'}); "
+                         f"pick another key for {settings.__module__}.{settings.__qualname__}")
+    _METHOD_SETTINGS[key] = settings
 
 
-class LossConfig(_Strict):
+def import_methods(modules: "tuple[str, ...] | list[str]" = ()) -> None:
+    """Import the built-in methods and ``modules`` (each registers its methods on import)."""
+    import importlib
+
+    for name in (BUILTIN_METHODS, *modules):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"methods: cannot import {name!r} ({err}); a module that registers methods must be "
+                             "importable where the recipe is read (on every Ray worker too)") from None
+
+
+def method_settings() -> dict[str, type[BaseModel]]:
+    """``losses.<key>`` -> settings class of every registered method, in registration order."""
+    import_methods()
+    return dict(_METHOD_SETTINGS)
+
+
+class LossConfig(BaseModel):
     """The training objective: cross-entropy plus regularizers, each off at weight 0
-    (see :mod:`xling_ray.losses` for the formulas)."""
+    (see :mod:`xling_ray.losses` for the formulas).
+
+    Besides ``label_smoothing`` and ``pool``, each registered method has a section
+    ``losses.<key>`` holding its typed settings (``losses.xite.ratio``; see
+    :mod:`xling_ray.methods`), read as an attribute: ``config.xite.ratio``. A key no method
+    registered is an error, as a typo in any other section is."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    xlinglearn: XLingLearnConfig = XLingLearnConfig()
-    ding2022: Ding2022Config = Ding2022Config()
-    xite: XiteConfig = XiteConfig()
-    adjustment: AdjustmentConfig = AdjustmentConfig()
     pool: PoolConfig = Field(PoolConfig(), description="target-language text for xite and adjustment")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _methods(cls, data: Any, handler: Any) -> "LossConfig":
+        """Validate each method's section with its registered settings class; errors keep
+        their dotted place (``losses.xite.ratio``)."""
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            return handler(data)
+        registered = method_settings()
+        data = dict(data)
+        own = {k: data.pop(k) for k in list(data) if k in cls.model_fields}
+        errors: list[Any] = [{"type": "extra_forbidden", "loc": (k,), "input": data[k]} for k in data if k not in registered]
+        sections = {}
+        for key, settings in registered.items():
+            value = data.get(key, {})
+            try:
+                sections[key] = value if isinstance(value, settings) else settings.model_validate(value)
+            except ValidationError as err:
+                errors.extend({**e, "loc": (key, *e["loc"])} for e in err.errors())
+        try:
+            out = handler(own)
+        except ValidationError as err:
+            errors = [*err.errors(), *errors]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        out.__pydantic_extra__.update(sections)
+        return out
+
+    def methods(self) -> dict[str, BaseModel]:
+        """Method key -> its settings, for every registered method."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class ScalingConfig(_Strict):
@@ -265,8 +245,19 @@ class RecipeConfig(_Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
-    losses: LossConfig = LossConfig()
+    losses: LossConfig = Field(default_factory=LossConfig)
     scaling: ScalingConfig = ScalingConfig()
+    methods: tuple[str, ...] = Field(
+        (), description="modules that register methods beyond the built-in ones (e.g. 'my_lab.methods.toy'), "
+                        "imported before `losses` is read: wherever the recipe is read, Ray workers included")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_methods(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("methods"):
+            modules = data["methods"]
+            import_methods([modules] if isinstance(modules, str) else list(modules))
+        return data
 
     def evaluated_on(self, split: Literal["validation", "test"]) -> "RecipeConfig":
         """This recipe scored on all of ``split`` (``final``, ``train --split``): nothing held
@@ -314,3 +305,15 @@ def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> RecipeCo
         return RecipeConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
+
+
+#: Method settings that lived here before methods became modules of :mod:`xling_ray.methods`.
+_MOVED = {"XLingLearnConfig": "xlinglearn", "Ding2022Config": "ding2022", "XiteConfig": "xite",
+          "AdjustmentConfig": "adjustment"}
+
+
+def __getattr__(name: str) -> Any:
+    """``from xling_ray.config import XiteConfig`` still works: the settings class of that method."""
+    if name in _MOVED:
+        return method_settings()[_MOVED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

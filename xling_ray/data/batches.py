@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from xling_ray.data import PairDataset
+from xling_ray.data.sources import PairDataset
 
 
 @dataclass(frozen=True)

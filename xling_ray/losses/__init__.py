@@ -1,17 +1,28 @@
-"""Loss terms of the training objective.
+"""The loss formulas of the training objective, one function a formula.
 
 The objective of one step is
 
     L = CE(f(x), y) + sum_k w_k * L_k
 
-where each regularizer ``L_k`` is a :class:`LossTerm` registered here with
-:func:`register`. A term reads its weight from :class:`~xling_ray.config.LossConfig`;
-weight 0 switches it off and it is then never evaluated, so it costs nothing.
-Adding a regularizer is one new object registered in one place plus its
-config fields: the training step does not change.
+where each regularizer ``L_k`` is a :class:`~xling_ray.losses.base.Term` of a method
+(:mod:`xling_ray.methods`); weight 0 switches it off and it is then never evaluated.
+This package holds what the terms compute: cross-entropy (:mod:`.classification`),
+alignment and uniformity (:mod:`.alignment`), attention consistency (:mod:`.attention`),
+Sinkhorn divergences (:mod:`.transport`), robust targets (:mod:`.targets`), the perturbed
+and pushed views (:mod:`.views`), and the term protocol (:mod:`.base`).
 """
-from xling_ray.losses.base import LossTerm, StepContext, register, registered_terms
-from xling_ray.losses.classification import classification_loss
-from xling_ray.losses import terms as _terms  # noqa: F401  (registers the regularizers)
+from typing import Any
 
-__all__ = ["LossTerm", "StepContext", "classification_loss", "register", "registered_terms"]
+from xling_ray.losses.base import LossTerm, StepContext, Term
+from xling_ray.losses.classification import classification_loss
+
+__all__ = ["LossTerm", "StepContext", "Term", "classification_loss", "registered_terms"]
+
+
+def __getattr__(name: str) -> Any:
+    """``registered_terms`` moved to :mod:`xling_ray.methods` (the terms are the methods')."""
+    if name == "registered_terms":
+        from xling_ray.methods import registered_terms
+
+        return registered_terms
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

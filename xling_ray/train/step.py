@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from xling_ray.config import LossConfig
-from xling_ray.losses import LossTerm, StepContext, classification_loss, registered_terms
+from xling_ray.losses import LossTerm, StepContext, classification_loss
+from xling_ray.methods import registered_terms
 
 
 @dataclass

@@ -18,13 +18,15 @@ searched field exists and accepts the distribution's values.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from xling_ray.config import ConfigError, Ding2022Config, RecipeConfig, XLingLearnConfig, format_validation_error
+from xling_ray.config import ConfigError, RecipeConfig, format_validation_error
+from xling_ray.methods import registered_methods
 
 
 class _Strict(BaseModel):
@@ -179,17 +181,30 @@ class Constraint(_Strict):
 
 # ---------------------------------------------------------------- the plain baseline
 
+class _LossSwitches(Mapping):
+    """``losses.label_smoothing`` and each registered method's switches
+    (:attr:`xling_ray.methods.Method.switches`), read from the registry when used, so a
+    method registered later (a recipe's ``methods:``) is included."""
+
+    def _items(self) -> dict[str, Any]:
+        return {"losses.label_smoothing": 0.0,
+                **{f"losses.{m.key}.{f}": off for m in registered_methods() for f, off in m.switch_values().items()}}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
 #: Settings that turn a part of the objective beyond cross-entropy on by themselves,
-#: each with the value that turns it off (LossConfig's defaults). The plain baseline
+#: each with the value that turns it off (the settings' defaults). The plain baseline
 #: switches these off even where ``recipe`` fixes them (e.g. adjustment.yaml's
 #: ``regime: before``), not only where they are searched.
-LOSS_SWITCHES: dict[str, Any] = {
-    "losses.label_smoothing": 0.0,
-    **{f"losses.xlinglearn.{f}": 0.0 for f in XLingLearnConfig.model_fields if f.startswith("w_")},
-    **{f"losses.ding2022.{f}": 0.0 for f in Ding2022Config.model_fields if f.startswith("w_")},
-    "losses.xite.ratio": 0.0,
-    "losses.adjustment.regime": "off",
-}
+LOSS_SWITCHES: Mapping[str, Any] = _LossSwitches()
 
 
 def loss_off_value(key: str) -> Any | None:
@@ -212,10 +227,11 @@ def loss_off_value(key: str) -> Any | None:
         return None
     if key in LOSS_SWITCHES:
         return LOSS_SWITCHES[key]
-    name = key.rsplit(".", 1)[-1]
-    if name.startswith("w_") or key == "losses.adjustment.base_rate":
-        return 0.0
-    return None
+    for m in registered_methods():
+        weights = {f"losses.{m.key}.{f}": off for f, off in m.weight_values().items()}
+        if key in weights:
+            return weights[key]
+    return 0.0 if key.rsplit(".", 1)[-1].startswith("w_") else None
 
 
 def plain_point(recipe: RecipeConfig, search: dict[str, Distribution],
