@@ -23,6 +23,11 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
+from xling_ray.models.pooling import mean_pool
+
+#: The masked mean over tokens, (B, T, d) -> (B, d); one definition, :func:`xling_ray.models.pooling.mean_pool`.
+mean_pooled = mean_pool
+
 log = logging.getLogger(__name__)
 
 
@@ -315,12 +320,6 @@ def mean_token_norm(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -
     return (inputs_embeds.norm(dim=-1) * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
-def mean_pooled(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, d) mean of the real tokens' embeddings of each example."""
-    mask = attention_mask.to(inputs_embeds.dtype)[..., None]
-    return (inputs_embeds * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-
-
 def _per_example_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
 
@@ -430,7 +429,7 @@ def centroid_push(
              [0.0000, 0.0000]]])
     """
     e = inputs_embeds.detach()
-    direction = F.normalize(mean_pooled(e, attention_mask) - centroid.to(e), dim=-1)  # 0 where m_b == c
+    direction = F.normalize(mean_pool(e, attention_mask) - centroid.to(e), dim=-1)  # 0 where m_b == c
     step = rho * mean_token_norm(e, attention_mask)[:, None] * direction
     return step[:, None, :] * attention_mask.to(e.dtype)[..., None]
 
@@ -453,7 +452,7 @@ class RunningCentroid:
         self.num_updates = 0
 
     def update(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        batch_mean = mean_pooled(inputs_embeds.detach().float(), attention_mask).mean(0)
+        batch_mean = mean_pool(inputs_embeds.detach().float(), attention_mask).mean(0)
         if self.value is None:
             self.value = batch_mean.clone()
         else:
