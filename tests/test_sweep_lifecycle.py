@@ -89,7 +89,8 @@ def test_leaderboard_csv_keeps_tune_hex_ids_as_text(tmp_path):
     write_leaderboard(Leaderboard(group_configs(trials), trials), tmp_path)
     assert list(read_leaderboard(tmp_path / "leaderboard.csv")["config_id"]) == ids
     assert list(read_leaderboard(tmp_path / "leaderboard_trials.csv")["trial_id"]) == ids
-    assert math.isinf(pd.read_csv(tmp_path / "leaderboard.csv")["config_id"][0])  # what read_leaderboard avoids
+    if int(pd.__version__.split(".")[0]) >= 3:  # pandas 2 reads the column as text by itself
+        assert math.isinf(pd.read_csv(tmp_path / "leaderboard.csv")["config_id"][0])  # what read_leaderboard avoids
 
 
 def test_ties_on_the_mean_go_to_higher_target_accuracy_and_the_constraint_ranks_infeasible_last():
