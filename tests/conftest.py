@@ -35,3 +35,20 @@ def tiny_recipe(data_dir: Path) -> RecipeConfig:
         data=DataConfig(data_dir=str(data_dir), train_size=48, eval_max_per_language=12),
         train=TrainConfig(lr=5e-4, batch_size=16, eval_batch_size=32, epochs=2, warmup_ratio=0.0),
     )
+
+
+# `slow` (pyproject's marker): tests that start Ray (through one of these fixtures, or
+# by themselves: listed) and the GPU kit's (its CPU dry run takes minutes). CI runs every
+# test; its lowest-versions step runs the rest, `-m "not slow"`, in a few minutes.
+SLOW_FIXTURES = {"ray_local", "ray_head", "ray_with_one_fake_gpu"}
+SLOW_MODULES = {"test_gpu_kit.py", "test_report.py"}
+SLOW_TESTS = {
+    "test_a_sweep_killed_mid_trial_resumes_without_losing_or_repeating_trials",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES
+                or item.originalname in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
