@@ -367,6 +367,15 @@ def test_a_sweep_killed_mid_trial_resumes_without_losing_or_repeating_trials(tin
     study = load_study(run)
     assert len(study.trials) == n and all(t.state == TrialState.COMPLETE for t in study.trials)
     assert sorted(round(t.params["train.lr"], 12) for t in study.trials) == sorted(round(v, 12) for v in configs["train.lr"])
+    # The study's journal (what optuna-dashboard opens) went on too: every configuration told once.
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = optuna.load_study(study_name="killed", storage=JournalStorage(JournalFileBackend(str(run / "optuna.journal"))))
+    complete = [t for t in journal.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == n and not [t for t in journal.trials if t.state == TrialState.RUNNING]
+    assert sorted(t.values[0] for t in complete) == pytest.approx(sorted(t.values[0] for t in study.trials))
     # MLflow: the same parent run went on; one run per trial, each report logged once.
     from mlflow import MlflowClient
 

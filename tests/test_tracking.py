@@ -46,7 +46,8 @@ def _space(tmp_path: Path, recipe, name: str = "space.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump({
         "recipe": recipe.model_dump(mode="json"), "search": {"train.lr": {"loguniform": [1e-4, 1e-3]}},
-        "sweep": {"num_samples": 2, "seeds": 1, "seed": 0, "max_concurrent_trials": 1}}))
+        "sweep": {"num_samples": 2, "seeds": 1, "seed": 0, "max_concurrent_trials": 1,
+                  "constraint": {"metric": "acc_en", "baseline": 40.0, "delta": 0.0}}}))
     return path
 
 
@@ -135,6 +136,72 @@ def test_tensorboard_shows_every_language_under_readable_names(tracked_run):
         assert scalars["gap/mean"][-1][1] == pytest.approx(trials.loc[trial_id, "gap"], abs=1e-4)
 
 
+def test_the_optuna_study_is_a_journal_that_optuna_and_optuna_dashboard_open(tracked_run, tmp_path):
+    import json
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    run_dir, _ = tracked_run
+    journal = run_dir / "optuna.journal"
+    study = optuna.load_study(study_name=run_dir.name, storage=JournalStorage(JournalFileBackend(str(journal))))
+    configs = read_leaderboard(run_dir / "leaderboard.csv").set_index("config_id")
+    trials = read_leaderboard(run_dir / "leaderboard_trials.csv").set_index("trial_id")
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for t in study.trials:
+        (tune_id,) = t.user_attrs["tune_trial_ids"]
+        row = trials.loc[tune_id]
+        assert t.values == [pytest.approx(row["gap"])] and t.user_attrs["gap_per_seed"] == [pytest.approx(row["gap"])]
+        assert t.params["train.lr"] == pytest.approx(configs.loc[row["config_id"], "train.lr"])
+        # The English floor: feasible when 40 - acc_en <= 0 (Optuna's constraint convention).
+        assert t.constraints == {"acc_en": pytest.approx(40.0 - row["acc_en"])}
+        assert t.user_attrs["constraint_acc_en"] == pytest.approx(40.0 - row["acc_en"])
+        assert t.user_attrs["feasible"] == (row["acc_en"] >= 40.0)
+
+    port = _free_port()
+    # The optuna-dashboard command, as a user runs it (its console script, from this interpreter's env).
+    command = Path(sys.executable).parent / "optuna-dashboard"
+    dashboard = subprocess.Popen([str(command), str(journal), "--host", "127.0.0.1", "--port", str(port)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/api/meta", dashboard)
+        studies = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10).read())
+        (listed,) = studies["study_summaries"]
+        assert listed["study_name"] == run_dir.name and listed["directions"] == ["minimize"]
+        detail = json.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}", timeout=10).read())
+        assert len(detail["trials"]) == 2
+        assert all({a["key"] for a in t["user_attrs"]} >= {"constraint_acc_en", "feasible", "tune_trial_ids"}
+                   for t in detail["trials"])
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                raise
+            time.sleep(0.5)
+
+
+def test_a_second_sweep_of_the_same_name_into_a_shared_optuna_database_is_refused(tiny_recipe, tmp_path, capsys):
+    import optuna
+
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="same", storage=db)
+    space = _space(tmp_path, tiny_recipe)
+    assert main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "same", "--optuna-storage", db]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "already holds a study named 'same'" in err and "--resume" in err, err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -149,15 +216,7 @@ def test_a_sweep_logs_to_a_real_mlflow_tracking_server(ray_local, tiny_recipe, t
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=2).read() == b"OK":
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.5)
+        _wait_for(f"{uri}/health", server)
         space = _space(tmp_path, tiny_recipe.with_updates({"train.epochs": 1}))
         assert main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "s", "--quiet",
                      "--mlflow", uri]) == 0

@@ -40,9 +40,10 @@ def _sweep(args: argparse.Namespace) -> int:
     from xling_ray.tune.sweep import disk_usage, load_run_space
 
     if args.resume:
-        if args.space or args.set or args.num_samples or args.data_dir or args.mlflow or _scaling_overrides(args):
+        if (args.space or args.set or args.num_samples or args.data_dir or args.mlflow or args.optuna_storage
+                or _scaling_overrides(args)):
             raise ConfigError("--resume RUN_DIR continues a sweep as it was started: give no SPACE, --set, "
-                              "--num-samples, --data-dir, --mlflow or --workers/--cpus-per-worker/--gpus-per-worker/"
+                              "--num-samples, --data-dir, --mlflow, --optuna-storage or --workers/--cpus-per-worker/--gpus-per-worker/"
                               "--gpus-per-trial/--eval-batch-size")
         run_dir = str(args.resume).rstrip("/")
         space = load_run_space(run_dir)
@@ -63,7 +64,8 @@ def _sweep(args: argparse.Namespace) -> int:
         space = load_search_space(args.space, overrides)
         name = args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = run_sweep(space, storage=args.storage, name=name, address=args.address,
-                            verbose=_verbosity(args), shared_storage=args.shared_storage, mlflow=_mlflow(args))
+                            verbose=_verbosity(args), shared_storage=args.shared_storage, mlflow=_mlflow(args),
+                            optuna_storage=args.optuna_storage)
     board, written = _print_leaderboard(run_dir, "Leaderboard of")
     _finish_mlflow(run_dir, "sweep", board, written)
     size, checkpoints = disk_usage(run_dir)
@@ -270,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mlflow", metavar="URI",
                    help="log every trial to MLflow, nested under one run for the sweep: sqlite:///mlflow.db, "
                         "file:./mlruns or http(s)://SERVER (default: $MLFLOW_TRACKING_URI when set)")
+    s.add_argument("--optuna-storage", metavar="URL",
+                   help="where the Optuna study lives, named after the run: a journal file or an RDB URL "
+                        "(sqlite:///optuna.db, postgresql://...); default RUN_DIR/optuna.journal "
+                        "(optuna-dashboard RUN_DIR/optuna.journal)")
     s.add_argument("--quiet", action="store_true", help="no progress while it runs: the final line and the leaderboard")
     s.add_argument("--verbose", action="store_true",
                    help="Tune's own status tables and the trials' logs instead of xling-ray's progress lines")

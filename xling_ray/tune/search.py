@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,11 @@ class ConstrainedOptunaSearch(OptunaSearch):
     _guard: Constraint | None = None
     _plain_reference: float | None = None
 
+    _persistent = False  # a searcher pickled before studies had a storage of their own
+
     def __init__(self, *args, constraint: Constraint | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self._persistent = kwargs.get("storage") is not None
         self._guard = constraint
         self._plain_reference: float | None = None  # the plain baseline's mean of the metric, once known
 
@@ -116,14 +120,78 @@ class ConstrainedOptunaSearch(OptunaSearch):
         return c.floor_from(float(reference))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        trial = optuna_trial(self, trial_id)
+        if trial is not None and _finished(optuna_study(self), trial.number):
+            # A persistent study already has it: Tune saved its state before the trial ended
+            # and a resumed sweep ran it again. Telling twice is an error in Optuna.
+            _ray_private(self, "_ot_trials").pop(trial_id, None)
+            return
         c = self.guard
-        trial = optuna_trial(self, trial_id) if result and c else None
-        if trial is not None:
+        if trial is not None and result and c:
             value = result.get(c.metric)
             if value is not None and not math.isnan(value):
                 floor = self.floor_for(result)
-                trial.set_constraint(c.metric, 0.0 if floor is None else floor - float(value))
+                slack = 0.0 if floor is None else floor - float(value)
+                trial.set_constraint(c.metric, slack)
+                # optuna-dashboard (0.21) shows constraints in Optuna's older list format only:
+                # the same value as user attributes, which it shows for every trial.
+                trial.set_user_attr(f"constraint_{c.metric}", slack)
+                trial.set_user_attr("feasible", slack <= 0)
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore; then, in a persistent study, the trials asked after that state was
+        saved (a killed driver) are told failed: no Tune trial will ever report them."""
+        super().restore(checkpoint_path)
+        if not self._persistent:
+            return
+        import optuna
+
+        study = optuna_study(self)
+        live = {t.number for t in _ray_private(self, "_ot_trials").values()}
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.number not in live:
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _finished(study, number: int) -> bool:
+    trials = study.get_trials(deepcopy=False)
+    return number < len(trials) and trials[number].state.is_finished()
+
+
+def optuna_storage(url: str | None):
+    """The Optuna storage a sweep's study lives in: ``None`` (in memory, inside Tune's saved
+    searcher only), an RDB URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``:
+    ``RDBStorage``) or a journal file (a path: ``JournalStorage``, what optuna-dashboard and
+    ``optuna.load_study`` open, and what several processes may append to)."""
+    if not url:
+        return None
+    import optuna
+
+    if re.match(r"^[a-z][a-z0-9+]*://", url) and not url.startswith("file://"):
+        return optuna.storages.RDBStorage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url.removeprefix("file://")).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def check_new_study(url: str, study_name: str) -> None:
+    """Refuse a new sweep whose study name a persistent storage already holds: Ray's
+    ``OptunaSearch`` would silently continue that study (``load_if_exists``)."""
+    import optuna
+
+    from xling_ray.config import ConfigError
+
+    try:
+        names = optuna.study.get_all_study_names(optuna_storage(url))
+    except Exception as err:  # unreachable database, unreadable journal
+        raise ConfigError(f"--optuna-storage {url}: cannot open it ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:300]})") from None
+    if study_name in names:
+        raise ConfigError(f"--optuna-storage {url} already holds a study named {study_name!r}; "
+                          "pick another --name, or continue that sweep with --resume")
 
 
 class _SeedGroup:
@@ -238,10 +306,21 @@ class SeedGroups(Searcher):
             self.searcher.set_plain_reference(mean[self._baseline_metric])
         if group.primary_trial_id in self._served:
             return
+        self._describe(group, reports)
         if failed:
             self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
             return
         self.searcher.on_trial_complete(group.primary_trial_id, result=mean, error=False)
+
+    def _describe(self, group: _SeedGroup, reports: list[dict]) -> None:
+        """The configuration's Tune trials and each metric per seed, as user attributes of its
+        Optuna trial (what optuna-dashboard and ``optuna.load_study`` show beside the mean)."""
+        trial = optuna_trial(self.searcher, group.primary_trial_id) if isinstance(self.searcher, OptunaSearch) else None
+        if trial is None or _finished(optuna_study(self.searcher), trial.number):
+            return
+        trial.set_user_attr("tune_trial_ids", list(group._trials))
+        for m in self._metrics:
+            trial.set_user_attr(f"{m}_per_seed", [r.get(m) for r in reports])
 
     # Tune saves the inner searcher itself (save_to_dir) and a wrapper's state apart (get_state).
     def get_state(self) -> dict:
@@ -272,9 +351,10 @@ def make_sampler(sweep: SweepConfig):
     return optuna.samplers.RandomSampler(seed=sweep.seed)
 
 
-def make_search_alg(space: SearchSpace) -> SeedGroups:
+def make_search_alg(space: SearchSpace, storage: str | None = None, study_name: str | None = None) -> SeedGroups:
     """The searcher a sweep gives ``TuneConfig(search_alg=...)``; Tune's
-    ``num_samples`` must then be :func:`num_trials`."""
+    ``num_samples`` must then be :func:`num_trials`. ``storage``: where the Optuna study
+    lives besides Tune's saved searcher (:func:`optuna_storage`), as ``study_name``."""
     sweep = space.sweep
     metrics, modes = list(sweep.metrics), list(sweep.modes)
     single = len(metrics) == 1
@@ -288,6 +368,8 @@ def make_search_alg(space: SearchSpace) -> SeedGroups:
         sampler=make_sampler(sweep),
         points_to_evaluate=points or None,
         constraint=c,
+        storage=optuna_storage(storage),
+        study_name=study_name,
     )
     told = list(metrics)
     for extra in ([c.metric] if c else []) + (["majority_en"] if c and c.baseline == "majority" else []):

@@ -12,7 +12,7 @@ from xling_ray.preflight import check_space
 from xling_ray.train.ray_train import ray_runtime
 from xling_ray.tune.space import SearchSpace
 from xling_ray.tune.progress import SweepProgress
-from xling_ray.tune.search import make_search_alg, num_trials
+from xling_ray.tune.search import check_new_study, make_search_alg, num_trials
 from xling_ray.tune.storage import (
     check_cluster_storage, check_shared_storage, open_run_dir, read_text, resolve_storage, run_dir_of, write_text,
 )
@@ -49,6 +49,7 @@ def _on_cluster(recipe: RecipeConfig) -> RecipeConfig:
 
 
 SPACE_FILE = "search_space.yaml"
+OPTUNA_JOURNAL = "optuna.journal"  # the study, for optuna-dashboard and optuna.load_study
 
 
 class SweepExistsError(FileExistsError):
@@ -153,11 +154,14 @@ def run_sweep(
     retry_failed: bool = False,
     shared_storage: bool = False,
     mlflow: str | None = None,
+    optuna_storage: str | None = None,
 ) -> Path:
     """Run a sweep, or with ``resume`` continue the interrupted one at ``storage/name``.
 
     ``verbose``: 0 the final line only, 1 a live line on a terminal and a line per trial in
     a log (:mod:`xling_ray.tune.progress`), 2 Tune's own status tables and the trials' logs.
+    ``optuna_storage``: where the Optuna study lives, as the run's name (an RDB URL or a
+    journal file); default ``RUN_DIR/optuna.journal`` for a run folder on this machine.
     ``mlflow``: a tracking URI to log the trials to (:mod:`xling_ray.tune.tracking`); a
     resumed sweep continues the one it was started with.
     Resuming keeps every finished trial and the Optuna study (Tune saves the
@@ -190,6 +194,11 @@ def run_sweep(
         mlflow = (saved_tracking(run_dir, "sweep") or {}).get("mlflow")
     if mlflow:
         check_mlflow(mlflow)
+    if not resume and space.search:
+        if optuna_storage is None and "://" not in run_dir:
+            optuna_storage = f"{run_dir}/{OPTUNA_JOURNAL}"
+        if optuna_storage:
+            check_new_study(optuna_storage, name)
     # Snapshotting the experiment state at every trial checkpoint is what makes resume exact
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -219,7 +228,7 @@ def run_sweep(
             else:
                 scheduler = FIFOScheduler()
             if space.search:
-                searched = dict(param_space=space.param_space(), search_alg=make_search_alg(space),
+                searched = dict(param_space=space.param_space(), search_alg=make_search_alg(space, optuna_storage, name),
                                 num_samples=num_trials(space))
             else:  # nothing to search: the recipe itself, once per seed (e.g. a baseline)
                 searched = dict(param_space={TRIAL_INDEX: tune.grid_search(list(range(s.seeds)))}, search_alg=None,
