@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow  # the mlflow extra is part of the test extra
 import pytest
 import yaml
 
@@ -18,7 +19,6 @@ from xling_ray.config import ALL_LANGUAGES, PAWSX_LANGUAGES
 from xling_ray.leaderboard import read_leaderboard
 from xling_ray.tune.tracking import tensorboard_name
 
-mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install 'xling-ray[mlflow]') is part of the test extra")
 
 XNLI_LANGUAGES = [l for l in ALL_LANGUAGES if l not in ("ja", "ko")]
 LANGUAGE_METRICS = {f"acc_xnli_{l}" for l in XNLI_LANGUAGES} | {f"acc_pawsx_{l}" for l in PAWSX_LANGUAGES}
