@@ -53,6 +53,7 @@ def test_a_recipe_without_the_module_refuses_the_toy_section(tiny_recipe, import
         recipe_from_dict({**tiny_recipe.model_dump(), "methods": ["tests.no_such_method"]})
 
 
+@pytest.mark.slow  # starts Ray
 def test_a_sweep_runs_the_toy_method_from_a_yaml_search_space(toy_recipe, tmp_path):
     import ray
 
