@@ -16,8 +16,8 @@ turns on every searched loss term):
   English training file (local folder or hub), parsed as a trial parses them;
 * the held-out and skipped parts (``data.heldout``, ``data.eval_skip_first``)
   leave something to evaluate;
-* the pools of the active methods, and the leakage guard between them and the
-  evaluated examples;
+* what each active method reads before training (its ``Method.check``: XITE's and
+  adjustment's pools, and the leakage guard between them and the evaluated examples);
 * the model: a local folder or a hub name that ``AutoConfig`` and
   ``AutoTokenizer`` can open (the offline default is converted here, once), its
   ``config_overrides`` and ``num_layers``.
@@ -45,24 +45,22 @@ def check_recipe(recipe: RecipeConfig) -> None:
 def check_recipes(recipes: Iterable[RecipeConfig]) -> None:
     """:func:`check_recipe` for several recipes, each distinct input read once."""
     from xling_ray.data import load_eval_sets, load_train_set
+    from xling_ray.methods.base import active_methods
     from xling_ray.models.loading import check_model
-    from xling_ray.train.target_text import parallel_pairs, target_pairs
 
     recipes = list(recipes)
     seen: set[str] = set()
     for recipe in recipes:  # the data first: it fails in seconds, a model may take a conversion
-        xite, adjust = recipe.losses.xite.active, recipe.losses.adjustment.active
-        key = recipe.data.model_dump_json() + (recipe.losses.pool.model_dump_json() if xite or adjust else "") + f"{xite}{adjust}"
+        checks = [m for m in active_methods(recipe.losses) if m.check is not None]
+        key = recipe.data.model_dump_json() + recipe.losses.model_dump_json() * bool(checks)
         if key in seen:
             continue
         seen.add(key)
         eval_sets = load_eval_sets(recipe.data)
         for task in recipe.data.tasks:
             load_train_set(recipe.data, task)
-            if xite:
-                target_pairs(recipe, task, eval_sets)
-            if adjust:
-                parallel_pairs(recipe, task, eval_sets)
+            for method in checks:  # what each active method's preparation reads (its pools)
+                method.check(recipe, task, eval_sets)
     for model in {r.model.model_dump_json(): r.model for r in recipes}.values():
         check_model(model)
 

@@ -81,6 +81,10 @@ class Method:
     switches: dict[str, Any] | None = None
     #: Loss weights switched off where a sweep searches them (default: every ``w_*`` at 0).
     weights: dict[str, Any] | None = None
+    #: ``check(recipe, task, eval_sets)``: read the inputs the method's preparation will read
+    #: (pool files, benchmark parts) and raise their error; run in the driver before Ray starts
+    #: (:mod:`xling_ray.preflight`), so that a bad input fails once, not in every trial.
+    check: Callable[[RecipeConfig, str, dict[str, dict[str, "PairDataset"]]], Any] | None = None
 
     def switch_values(self) -> dict[str, Any]:
         return _w_fields(self.settings) if self.switches is None else dict(self.switches)

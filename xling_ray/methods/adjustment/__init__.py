@@ -162,4 +162,4 @@ TERMS = (
 METHOD = register(Method(
     "adjustment", AdjustmentConfig, TERMS,
     prepare=(Preparation("adjustment", _prepare), Preparation("adjustment", _adjust_before, when="before")),
-    switches={"regime": "off"}, weights={"base_rate": 0.0}))
+    switches={"regime": "off"}, weights={"base_rate": 0.0}, check=parallel_pairs))

@@ -111,4 +111,4 @@ def _prepare(ctx: PrepareContext) -> XiteData:
 
 
 METHOD = register(Method("xite", XiteConfig, (Term("xite", NONE, lambda c: c.xite.ratio, xite_loss),),
-                         prepare=(Preparation("xite", _prepare),), switches={"ratio": 0.0}))
+                         prepare=(Preparation("xite", _prepare),), switches={"ratio": 0.0}, check=target_pairs))
