@@ -76,19 +76,13 @@ def test_a_data_dir_that_does_not_exist(tiny_recipe, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_missing_evaluation_file_is_named_with_its_task_and_language(tiny_recipe, tmp_path, capsys, data_dir):
-    data = copy_of(data_dir, tmp_path / "data", drop=("pawsx/validation-ko.tsv",))
+@pytest.mark.parametrize("missing, where", [("pawsx/validation-ko.tsv", "language 'ko'"),  # an evaluation file
+                                             ("train/mnli-en.tsv", "task 'xnli'")])  # a training file
+def test_a_missing_data_file_is_named_with_its_task_and_language(tiny_recipe, tmp_path, capsys, data_dir, missing, where):
+    data = copy_of(data_dir, tmp_path / "data", drop=(missing,))
     space = write_space(tmp_path, tiny_recipe)
     assert sweep(space, tmp_path / "runs", "--data-dir", str(data)) == 2
-    one_error_line(capsys, "pawsx/validation-ko.tsv", "file not found", "language 'ko'")
-    assert not (tmp_path / "runs").exists()
-
-
-def test_a_missing_training_file_is_named(tiny_recipe, tmp_path, capsys, data_dir):
-    data = copy_of(data_dir, tmp_path / "data", drop=("train/mnli-en.tsv",))
-    space = write_space(tmp_path, tiny_recipe)
-    assert sweep(space, tmp_path / "runs", "--data-dir", str(data)) == 2
-    one_error_line(capsys, "train/mnli-en.tsv", "file not found", "task 'xnli'")
+    one_error_line(capsys, missing, "file not found", where)
     assert not (tmp_path / "runs").exists()
 
 
