@@ -167,7 +167,7 @@ def _final(args: argparse.Namespace) -> int:
     from xling_ray.leaderboard.final import run_final
 
     overrides = {k.removeprefix("recipe."): v for k, v in _overrides(args).items()}
-    from xling_ray.leaderboard.final import final_name
+    from xling_ray.tune.final import final_name
 
     board = run_final(args.run_dir, top=args.top, split=args.split, heldout=args.heldout, seeds=args.seeds,
                       overrides=overrides, address=args.address, verbose=_verbosity(args), mlflow=_mlflow(args))

@@ -10,14 +10,13 @@ seeds it was searched with, evaluates on ``split`` (the hub's test split or
 ``--heldout`` it evaluates instead on the examples of the sweep's own split that
 ``data.heldout`` set aside (where no test split is at hand), writing
 ``final_heldout_leaderboard.*``. The retraining is a Tune run of its own
-(``RUN_DIR/final-<split>/``): the jobs run in parallel as the cluster allows, and
-running ``final`` again resumes it. The final leaderboard ranks by the same rules; a
+(``RUN_DIR/final-<split>/``, :mod:`xling_ray.tune.final`): the jobs run in parallel as the
+cluster allows, and running ``final`` again resumes it. This module chooses and ranks. The final leaderboard ranks by the same rules; a
 ``baseline: plain`` floor resolves there only when the plain configuration is among
 the retrained ones (else no finalist is judged infeasible, and its notes say so).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +63,6 @@ def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False,
     return jobs
 
 
-def run_job(config: dict[str, Any], recipes: dict[str, dict[str, Any]]) -> None:
-    """Tune trainable of a final run: ``config = {"job": id}``, the recipe fixed per job."""
-    from xling_ray.tune.trainable import run_trial
-
-    run_trial({}, recipes[config["job"]])
-
-
 def check_jobs(jobs: dict[str, dict[str, Any]], split: str, heldout: bool) -> None:
     """Read every input the jobs read (:mod:`xling_ray.preflight`) before Ray starts; a
     missing test split says how to do without one."""
@@ -86,68 +78,36 @@ def check_jobs(jobs: dict[str, dict[str, Any]], split: str, heldout: bool) -> No
                         "`xling-ray final RUN_DIR --heldout` (it evaluates on the examples the sweep set aside)") from None
 
 
-def final_name(split: str, heldout: bool) -> str:
-    return "final-heldout" if heldout else f"final-{split}"
-
-
 def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: bool = False,
               seeds: int | None = None, overrides: dict[str, Any] | None = None,
               address: str | None = None, verbose: int = 0, feasible_only: bool = True,
               mlflow: str | None = None) -> Leaderboard:
-    """Retrain the top configurations on ``split`` and rank them; see the module docstring."""
-    from ray import tune
-
-    from xling_ray.train.ray_train import ray_runtime
-    from xling_ray.tune.storage import read_text, resolve_storage, write_text
-    from xling_ray.tune.sweep import load_run_space, progress_callback, tune_output, tune_verbosity
-    from xling_ray.tune.tracking import MLflowTracking, ReadableTensorBoard, check_mlflow, save_tracking
-    from xling_ray.tune.trainable import trial_resources
+    """Retrain the top configurations on ``split`` and rank them; see the module docstring.
+    Choosing and ranking happen here; the retraining is :func:`xling_ray.tune.final.run_final_jobs`."""
+    from xling_ray.tune.final import final_name, interrupted_jobs, run_final_jobs, save_jobs
+    from xling_ray.tune.sweep import load_run_space
 
     space = load_run_space(run_dir)
     name = final_name(split, heldout)
-    storage = resolve_storage(str(run_dir))
-    path = f"{storage}/{name}"
-    jobs_file = f"{name}-jobs.json"
-    if tune.Tuner.can_restore(path):  # an interrupted final run: the same jobs, whatever the leaderboard says now
-        jobs = json.loads(read_text(run_dir, jobs_file))
-    else:
+    jobs = interrupted_jobs(run_dir, name)  # an interrupted final run: the same jobs, whatever the leaderboard says now
+    if jobs is None:
         jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides, feasible_only)
         check_jobs(jobs, split, heldout)
-        if mlflow:
-            check_mlflow(mlflow)
-        write_text(run_dir, jobs_file, json.dumps(jobs, indent=1))
-        if mlflow:
-            save_tracking(str(run_dir), name, mlflow)
-    with ray_runtime(address, log_to_driver=verbose >= 2):
-        recipes = {k: v["recipe"] for k, v in jobs.items()}
-        trainable = tune.with_resources(tune.with_parameters(run_job, recipes=recipes),
-                                        trial_resources(RecipeConfig.model_validate(next(iter(recipes.values())))))
-        if tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"job": tune.grid_search(list(jobs))},
-                tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),  # see run_sweep
-                run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=tune_verbosity(verbose),
-                    callbacks=[progress_callback(space.sweep.metrics[0], space.sweep.modes[0], verbose),
-                               ReadableTensorBoard(),
-                               *([MLflowTracking(mlflow, str(run_dir), stage=name, jobs={
-                                   k: {f: v[f] for f in ("config_id", "seed", "settings")} for k, v in jobs.items()})]
-                                 if mlflow else [])],
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    failure_config=tune.FailureConfig(max_failures=space.sweep.max_failures),
-                ),
-            )
-        with tune_output(verbose):
-            tuner.fit()
+        save_jobs(run_dir, name, jobs, mlflow)
+    s = space.sweep
+    path = run_final_jobs(run_dir, name, jobs, s.metrics[0], s.modes[0], s.max_failures, address, verbose, mlflow)
+    return final_leaderboard(path, space, jobs)
+
+
+def final_leaderboard(path: str, space, jobs: dict[str, dict[str, Any]]) -> Leaderboard:
+    """The final stage at ``path`` ranked by the sweep's rules, each trial named by its job's
+    configuration and seed."""
 
     def describe(config):
         job = jobs[config["job"]]
         return job["config_id"], job["seed"], job["settings"]
 
-    trials = load_trials(f"{storage}/{name}", space, describe=describe)
+    trials = load_trials(path, space, describe=describe)
     s = space.sweep
     return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint, space.baseline_point), trials,
                        s.metrics, s.modes, s.constraint)
