@@ -49,7 +49,7 @@ _FAILED = "__failed__"
 
 #: The Ray releases whose ``OptunaSearch`` private attributes this module was tested
 #: with (the range pyproject allows): the lowest by CI's lowest-versions step, the newest by its main run.
-RAY_TESTED = ">=2.50,<2.61"
+RAY_TESTED = ">=2.52,<2.61"
 
 
 def _ray_private(searcher: OptunaSearch, name: str):
