@@ -44,6 +44,7 @@ SLOW_FIXTURES = {"ray_local", "ray_head", "ray_with_one_fake_gpu"}
 SLOW_MODULES = {"test_gpu_kit.py", "test_report.py"}
 SLOW_TESTS = {
     "test_a_sweep_killed_mid_trial_resumes_without_losing_or_repeating_trials",
+    "test_a_sweep_runs_the_toy_method_from_a_yaml_search_space",
 }
 
 
