@@ -18,9 +18,18 @@ SKIP = {"xnli": 1245, "pawsx": 1000}
 
 @pytest.fixture
 def importable(monkeypatch):
-    """``tests.toy_method`` importable here and in Ray workers (they start in the driver's folder)."""
+    """``tests.toy_method`` importable here and in Ray workers (they start in the driver's folder);
+    registered for this test only: registration is process-wide, and the toy's section in every
+    recipe dumped afterwards would reach processes that never import it."""
+    import sys
+
+    from xling_ray.methods import unregister
+
     monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.chdir(REPO)
+    yield
+    unregister("toy")
+    sys.modules.pop(TOY, None)  # imported again (and so registered again) by the next test that names it
 
 
 @pytest.fixture
@@ -46,6 +55,17 @@ def test_the_toy_method_is_typed_settings_a_term_and_a_preparation(toy_recipe):
     assert last["loss_xnli_toy"] > 0
     # Off at weight 0: no term, no preparation.
     assert "loss_xnli_toy" not in run_recipe(toy_recipe.with_updates({"losses.toy.weight": 0.0}), LocalSession())
+
+
+def test_unregistering_the_toy_takes_its_section_out_of_recipes(toy_recipe, tiny_recipe):
+    from xling_ray.methods import registered_methods, unregister
+
+    assert "toy" in tiny_recipe.model_validate(tiny_recipe.model_dump()).model_dump()["losses"]
+    unregister("toy")
+    assert "toy" not in [m.key for m in registered_methods()]
+    assert "toy" not in tiny_recipe.model_validate({**tiny_recipe.model_dump(), "losses": {}}).model_dump()["losses"]
+    with pytest.raises(ConfigError, match=r"losses\.toy: Extra inputs are not permitted"):
+        recipe_from_dict({**tiny_recipe.model_dump(), "losses": {"toy": {"weight": 1.0}}})
 
 
 def test_a_recipe_without_the_module_refuses_the_toy_section(tiny_recipe, importable):

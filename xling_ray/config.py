@@ -160,6 +160,11 @@ def register_method_settings(key: str, settings: type[BaseModel]) -> None:
     _METHOD_SETTINGS[key] = settings
 
 
+def unregister_method_settings(key: str) -> None:
+    """Forget ``losses.<key>`` (:func:`xling_ray.methods.unregister`)."""
+    _METHOD_SETTINGS.pop(key, None)
+
+
 def import_methods(modules: "tuple[str, ...] | list[str]" = ()) -> None:
     """Import the built-in methods and ``modules`` (each registers its methods on import)."""
     import importlib

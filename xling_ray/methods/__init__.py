@@ -23,6 +23,7 @@ from xling_ray.methods.base import (
     active_methods,
     register,
     registered_methods,
+    unregister,
     registered_terms,
 )
 
@@ -30,4 +31,4 @@ from xling_ray.methods.base import (
 from xling_ray.methods import xlinglearn, xite, adjustment, ding2022  # noqa: E402,F401  isort: skip
 
 __all__ = ["Method", "Preparation", "PrepareContext", "active_methods", "register", "registered_methods",
-           "registered_terms"]
+           "registered_terms", "unregister"]

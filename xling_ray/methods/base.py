@@ -112,6 +112,16 @@ def register(method: Method) -> Method:
     return method
 
 
+def unregister(key: str) -> None:
+    """Undo :func:`register` for ``key``: its section, terms and preparations are gone from
+    recipes read afterwards in this process. Registration is process-wide: a plug-in
+    method registered for one sweep is in every recipe this process dumps until then."""
+    from xling_ray.config import unregister_method_settings
+
+    _METHODS.pop(key, None)
+    unregister_method_settings(key)
+
+
 def registered_methods() -> tuple[Method, ...]:
     """Every registered method, built-in ones first, in registration order."""
     import xling_ray.methods  # noqa: F401  (the built-in methods register on import)
