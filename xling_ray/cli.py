@@ -369,13 +369,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt as err:  # Ctrl-C; a sweep's (SweepInterrupted) says how to resume
+        print(f"xling-ray: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"xling-ray: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
         from xling_ray.train.production import TrainingFailed
+        from xling_ray.tune.sweep import StorageFailed
 
-        if not isinstance(err, TrainingFailed):
+        if not isinstance(err, (TrainingFailed, StorageFailed)):
             raise
         print(f"xling-ray: error: {err}", file=sys.stderr)
         return 1

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+from ray.tune import Callback
 
 from xling_ray.config import RecipeConfig
 from xling_ray.preflight import check_space
@@ -54,6 +57,147 @@ OPTUNA_JOURNAL = "optuna.journal"  # the study, for optuna-dashboard and optuna.
 
 class SweepExistsError(FileExistsError):
     pass
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the sweep, and Ray is shut down. Tune saved its state when it
+    could (``resumable``): ``xling-ray sweep --resume RUN_DIR`` continues it."""
+
+    def __init__(self, run_dir: str, resumable: bool):
+        self.run_dir, self.resumable = run_dir, resumable
+        super().__init__(f"interrupted; continue with `xling-ray sweep --resume {run_dir}`" if resumable
+                         else "interrupted before the sweep started; nothing to resume")
+
+
+class StorageFailed(RuntimeError):
+    """The run folder cannot be written (full, read-only, gone): the sweep stops at once,
+    before every further trial fails the same way. What was written before stays, so
+    ``--resume`` continues once the folder is writable again."""
+
+    def __init__(self, run_dir: str, err: BaseException):
+        self.run_dir = run_dir
+        super().__init__(f"cannot write to the run folder {run_dir} ({type(err).__name__}: {err}); the sweep stopped. "
+                         f"Free space or make it writable, then continue with `xling-ray sweep --resume {run_dir}`")
+
+
+PROBE_BYTES = 64 * 1024
+
+
+def storage_failure(filesystem, path: str) -> OSError | None:
+    """Whether ``path`` (a folder of a pyarrow ``filesystem``) takes a small file: the error if
+    not (no space left, read-only, gone), else None. A full disk often still takes an empty file,
+    so the probe writes ``PROBE_BYTES``."""
+    probe = f"{path}/.xling_write_probe"
+    try:
+        with filesystem.open_output_stream(probe) as f:
+            f.write(b"\0" * PROBE_BYTES)
+    except OSError as err:
+        return err
+    try:
+        filesystem.delete_file(probe)
+    except OSError:
+        pass
+    return None
+
+
+def run_dir_failure(run_dir: str) -> OSError | None:
+    """:func:`storage_failure` of an existing run folder (path or URI); None when it does not exist."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(resolve_storage(run_dir))
+    try:
+        if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+            return None
+    except OSError as err:
+        return err
+    return storage_failure(filesystem, path)
+
+
+class FaultWatch(Callback):
+    """A trial that failed: if the run folder cannot be written, stop the sweep
+    (:class:`StorageFailed`) before Tune marks the trial failed or starts the next one, so its
+    last checkpoint resumes. A trial retried under ``sweep.max_failures`` (its process or node
+    lost) gets a line saying so and from where it continues, even with ``--quiet``."""
+
+    def __init__(self, max_failures: int = 0):
+        self.max_failures = max_failures
+
+    def _check_storage(self, trial) -> None:
+        storage = trial.storage
+        err = storage_failure(storage.storage_filesystem, storage.experiment_fs_path)
+        if err is not None:
+            raise StorageFailed(storage.experiment_fs_path, err)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info):
+        self._check_storage(trial)
+        from xling_ray.tune.progress import error_summary
+
+        checkpoint = trial.checkpoint
+        where = f"its last checkpoint ({os.path.basename(checkpoint.path)})" if checkpoint else "the start (no checkpoint yet)"
+        print(f"trial {trial.trial_id} failed: {error_summary(trial)}; retrying from {where}, "
+              f"retry {trial.num_failures} of {self.max_failures}", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info):
+        self._check_storage(trial)
+
+
+class _StorageErrorsInOneLine:
+    """A logging filter: Ray's log records of a failed write or delete in the run folder (no
+    space, read-only, over quota) keep their message and lose their traceback; the sweep then
+    stops with :class:`StorageFailed`, which says what happened once."""
+
+    ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+    def filter(self, record) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        if isinstance(err, OSError) and err.errno in self.ERRNOS:
+            record.msg, record.args = f"{record.getMessage()} {type(err).__name__}: {err}", None
+            record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+@contextlib.contextmanager
+def storage_errors_in_one_line():
+    """:class:`_StorageErrorsInOneLine` on the handlers of Ray's logger while a sweep runs."""
+    import logging
+
+    handlers, guard = list(logging.getLogger("ray").handlers), _StorageErrorsInOneLine()
+    for h in handlers:
+        h.addFilter(guard)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(guard)
+
+
+@contextlib.contextmanager
+def watch_sigint():
+    """Tell whether Ctrl-C (SIGINT) ended ``tuner.fit()``: yields a list that holds True then.
+
+    Tune catches the first SIGINT itself (it stops the trials and saves the experiment state),
+    then hands SIGINT back to the handler it found; a second one raises ``KeyboardInterrupt``
+    there. Ours is that handler: still installed after ``fit`` means Tune caught a SIGINT."""
+    import signal
+    import threading
+
+    interrupted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum, frame):
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    tune_catches = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    try:
+        yield interrupted
+    finally:
+        if tune_catches and signal.getsignal(signal.SIGINT) is on_sigint:
+            interrupted.append(True)
+        signal.signal(signal.SIGINT, previous)
 
 
 def save_space(space: SearchSpace, run_dir: str) -> None:
@@ -172,8 +316,6 @@ def run_sweep(
     Returns the run folder; :func:`xling_ray.leaderboard.build_leaderboard` ranks it.
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.repeater import TRIAL_INDEX
 
     storage = resolve_storage(storage)
     name = name or time.strftime("sweep-%Y%m%d-%H%M%S")
@@ -203,6 +345,28 @@ def run_sweep(
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     print(guard_line(space), flush=True)
+    try:
+        _tune(space, storage, name, run_dir, address, verbose, resume, retry_failed, shared_storage, mlflow,
+              optuna_storage)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune started: Ray is shut down by now
+        raise SweepInterrupted(run_dir, resumable=tune.Tuner.can_restore(run_dir)) from None
+    except (StorageFailed, SweepInterrupted):
+        raise
+    except Exception as err:
+        # Tune's own write (the experiment state) or the searcher's (the Optuna journal) failed first.
+        failure = run_dir_failure(run_dir)
+        if failure is not None:
+            raise StorageFailed(run_dir, failure) from err
+        raise
+    return Path(run_dir) if "://" not in run_dir else run_dir
+
+
+def _tune(space: SearchSpace, storage: str, name: str, run_dir: str, address: str | None, verbose: int, resume: bool,
+          retry_failed: bool, shared_storage: bool, mlflow: str | None, optuna_storage: str | None) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.repeater import TRIAL_INDEX
+
     # The trials' own logs (in each trial's folder) reach the driver only when asked for (verbose 2).
     with ray_runtime(address, log_to_driver=verbose >= 2):
         check_cluster_storage(storage, shared_storage)
@@ -246,7 +410,8 @@ def run_sweep(
                     # xling_ray.tune.progress replaces Tune's tables: a live line on a terminal, a line
                     # per finished trial in a log; Tune's own tables only with verbose 2.
                     name=name, storage_path=storage, verbose=tune_verbosity(verbose),
-                    callbacks=[progress_callback(s.metrics[0], s.modes[0], verbose), ReadableTensorBoard(),
+                    callbacks=[FaultWatch(s.max_failures), progress_callback(s.metrics[0], s.modes[0], verbose),
+                               ReadableTensorBoard(),
                                *([MLflowTracking(mlflow, run_dir, base_seed=recipe.train.seed)] if mlflow else [])],
                     # One checkpoint per trial on disk; Tune also snapshots the experiment
                     # state whenever a trial checkpoints, so a killed driver resumes exactly.
@@ -254,9 +419,10 @@ def run_sweep(
                     failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 ),
             )
-        with tune_output(verbose):
+        with tune_output(verbose), storage_errors_in_one_line(), watch_sigint() as interrupted:
             tuner.fit()
-    return Path(run_dir) if "://" not in run_dir else run_dir
+    if interrupted:
+        raise SweepInterrupted(run_dir, resumable=True)
 
 
 def disk_usage(run_dir: str | Path) -> tuple[int, int]:
