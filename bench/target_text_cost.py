@@ -17,8 +17,9 @@ import torch
 
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig, RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
-from xling_ray.losses.adjustment import align_corpus
-from xling_ray.losses.xite import LanguageLDA, encode_texts, match_to_english
+from xling_ray.methods.adjustment import align_corpus
+from xling_ray.methods.xite.blocks import LanguageLDA, match_to_english
+from xling_ray.models.encode import encode_texts
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.batches import collate, encode
 from _timing import median_step_seconds

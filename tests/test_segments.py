@@ -19,7 +19,9 @@ import torch
 from xling_ray.config import LossConfig, ModelConfig, XiteConfig
 from xling_ray.data import PairDataset
 from xling_ray.losses import StepContext, classification_loss
-from xling_ray.losses.terms import _xite, perturbed_view, pushed_view
+from xling_ray.methods.ding2022 import pushed_view
+from xling_ray.methods.xite import xite_loss as _xite
+from xling_ray.methods.xlinglearn import perturbed_view
 from xling_ray.losses.views import adversarial_push
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.models.split import TopView, bottom_states

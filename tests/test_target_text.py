@@ -7,7 +7,7 @@ import torch
 from xling_ray.config import LossConfig
 from xling_ray.data import LeakageError, get_benchmark, load_eval_sets, load_train_set
 from xling_ray.losses import StepContext
-from xling_ray.losses.terms import _xite, mixing_site
+from xling_ray.methods.xite import mixing_site, xite_loss as _xite
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train import LocalSession, run_recipe
 from xling_ray.train.batches import encode
@@ -125,7 +125,7 @@ def test_a_run_with_xite_reports_its_term(xite_recipe):
 
 # ---------------------------------------------------------------- cross-lingual adjustment
 
-from xling_ray.losses.adjustment import adjustment_objective  # noqa: E402
+from xling_ray.methods.adjustment import adjustment_objective  # noqa: E402
 from xling_ray.train.target_text import adjust_before_fine_tuning, parallel_pairs, prepare_adjustment  # noqa: E402
 
 

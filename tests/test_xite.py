@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xling_ray.losses.xite import LanguageLDA, Match, encode_texts, interpolate, match_to_english, sample_lambda
+from xling_ray.methods.xite.blocks import LanguageLDA, Match, interpolate, match_to_english, sample_lambda
+from xling_ray.models.encode import encode_texts
 from xling_ray.models import load_model, load_tokenizer
 
 from conftest import TINY_MODEL

@@ -1,6 +1,6 @@
 """Target-language text pools: unlabeled sentences (``TextPool``) and translation
 pairs (``ParallelPool``) for methods that adapt to a target language without its
-labels (e.g. XITE, :mod:`xling_ray.losses.xite`).
+labels (e.g. XITE, :mod:`xling_ray.methods.xite`).
 
 Where a pool comes from:
 

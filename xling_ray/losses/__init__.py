@@ -11,18 +11,8 @@ alignment and uniformity (:mod:`.alignment`), attention consistency (:mod:`.atte
 Sinkhorn divergences (:mod:`.transport`), robust targets (:mod:`.targets`), the perturbed
 and pushed views (:mod:`.views`), and the term protocol (:mod:`.base`).
 """
-from typing import Any
-
 from xling_ray.losses.base import LossTerm, StepContext, Term
 from xling_ray.losses.classification import classification_loss
 
-__all__ = ["LossTerm", "StepContext", "Term", "classification_loss", "registered_terms"]
+__all__ = ["LossTerm", "StepContext", "Term", "classification_loss"]
 
-
-def __getattr__(name: str) -> Any:
-    """``registered_terms`` moved to :mod:`xling_ray.methods` (the terms are the methods')."""
-    if name == "registered_terms":
-        from xling_ray.methods import registered_terms
-
-        return registered_terms
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
