@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,11 +116,12 @@ def result_lines(trial_dir: Path) -> list[dict]:
         return []
 
 
-def first_report(run: Path):
-    """The first trial folder with a reported (and checkpointed) evaluation, and that report."""
+def first_report(run: Path, checkpointed: bool = True):
+    """The first trial folder with a reported (and checkpointed) evaluation, and that report.
+    (A trial of several workers keeps its checkpoints in its Ray Train run, ``RUN/train/``.)"""
     for d in trial_dirs(run):
         lines = result_lines(d)
-        if lines and list(d.glob("checkpoint_*")):
+        if lines and (not checkpointed or list(d.glob("checkpoint_*"))):
             return d, lines[0]
     return None
 
@@ -250,3 +252,42 @@ def test_fault_a_read_only_run_folder_stops_the_sweep_with_one_line_and_resume_l
 
     assert main(["sweep", "--resume", str(run), "--quiet"]) == 0
     assert_each_evaluation_once(run, trials=2)
+
+
+# ---------------------------------------------------------------- a DDP worker killed
+
+
+def train_workers(sweep: Sweep) -> list[psutil.Process]:
+    found = []
+    for p in sweep.alive():
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_fault_a_killed_ddp_worker_fails_its_trial_naming_the_worker_and_the_sweep_goes_on(
+        fault_recipe, tmp_path, sweeps):
+    recipe = fault_recipe.with_updates({"scaling.num_workers": 2, "scaling.cpus_per_worker": 1, "scaling.use_gpu": False,
+                                        "train.epochs": 3})
+    space = write_space(tmp_path / "space.yaml", recipe, seeds=2, max_failures=0)
+    run = tmp_path / "runs" / "ddp"
+    sweep = sweeps(tmp_path, [str(space), "--storage", str(tmp_path / "runs"), "--name", "ddp"])
+    sweep.wait_for(lambda: first_report(run, checkpointed=False))  # the first trial trains on both workers
+    workers = train_workers(sweep)
+    assert len(workers) == 2, [p.cmdline() for p in sweep.alive()]
+    victim = workers[-1]
+    victim.kill()
+    assert sweep.wait() == 0, sweep.err.read_text()[-3000:]
+    board = read_leaderboard(run / "leaderboard_trials.csv").set_index("trial_id")
+    assert len(board) == 2
+    first = board.index[board["seed"] == 0][0]
+    lost = board.loc[first]
+    assert lost["status"] == "ERROR", lost
+    named = re.search(rf"WorkerFailed: Ray Train worker [01] of 2 lost \(pid {victim.pid}, node [0-9.]+\): its process died",
+                      lost["error"])
+    assert named, lost["error"]
+    assert (board.drop(first)["status"] == "TERMINATED").all()  # the sweep went on
+    assert named[0] in sweep.out.read_text()  # in the printed leaderboard

@@ -89,14 +89,49 @@ def _run(r: RecipeConfig) -> None:
         run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker)),
                                   device="cuda" if shares_a_gpu(r) else None))
         return
+    import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
 
     ctx = tune.get_context()
     storage = ctx.get_storage()
-    make_trainer(
-        r, name=ctx.get_trial_id(),
-        # Train runs live beside the trials, on the sweep's own storage.
-        storage_path=os.path.join(storage.experiment_fs_path, "train"),
-        storage_filesystem=storage.storage_filesystem,
-        callbacks=[TuneReportCallback()],
-    ).fit()
+    try:
+        make_trainer(
+            r, name=ctx.get_trial_id(),
+            # Train runs live beside the trials, on the sweep's own storage.
+            storage_path=os.path.join(storage.experiment_fs_path, "train"),
+            storage_filesystem=storage.storage_filesystem,
+            callbacks=[TuneReportCallback()],
+        ).fit()
+    except ray.train.TrainingFailedError as err:
+        raise WorkerFailed(worker_failure(err, r.scaling.num_workers)) from err
+
+
+class WorkerFailed(RuntimeError):
+    """A Ray Train worker of the trial failed or was lost; the message (one line, the last of
+    the trial's ``error.txt``, so the leaderboard's ``error``) names it."""
+
+
+def worker_failure(err: BaseException, world_size: int) -> str:
+    """``Ray Train worker 1 of 2 lost (pid 1095, node 10.0.0.2): ...`` for a worker whose
+    process died (killed, out of memory, its node gone), else ``Ray Train worker 0 of 2 failed:
+    ExceptionType: message`` with the worker's own error (a NaN loss, say)."""
+    import re
+
+    from xling_ray.train.production import _summary
+
+    failures = getattr(err, "worker_failures", None) or {}
+    if not failures:
+        return f"Ray Train failed: {_summary(err)}"
+    def lost(rank: int) -> bool:
+        text = str(failures[rank])
+        return "actor died" in text or "worker process has died" in text or "health check failed" in text
+
+    # A lost worker first: the others then fail too, on the broken process group (gloo: connection reset).
+    rank = min(failures, key=lambda r: (not lost(r), r))
+    text = str(failures[rank])
+    if lost(rank):
+        pid, ip = re.search(r"\bpid: (\d+)", text), re.search(r"\bip: (\S+)", text)
+        where = ", ".join(x for x in (f"pid {pid[1]}" if pid else "", f"node {ip[1]}" if ip else "") if x)
+        return (f"Ray Train worker {rank} of {world_size} lost ({where or 'process died'}): its process died "
+                "(killed, out of memory, or its node lost)")
+    return f"Ray Train worker {rank} of {world_size} failed: {_summary(failures[rank])}"
