@@ -291,3 +291,28 @@ def test_fault_a_killed_ddp_worker_fails_its_trial_naming_the_worker_and_the_swe
     assert named, lost["error"]
     assert (board.drop(first)["status"] == "TERMINATED").all()  # the sweep went on
     assert named[0] in sweep.out.read_text()  # in the printed leaderboard
+
+
+# ---------------------------------------------------------------- a trial out of memory
+
+
+def test_fault_a_trial_out_of_memory_is_failed_with_the_reason_and_the_others_finish(fault_recipe, tmp_path, sweeps):
+    # scaling.memory_limit_gb: 1.5 GiB above what each trial's process maps when it starts. One
+    # configuration's feed-forward layers (64 x 4M floats, 1 GiB a matrix) cannot fit in it.
+    recipe = fault_recipe.with_updates({"scaling.memory_limit_gb": 1.5, "train.eval_every_steps": None})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "recipe": recipe.model_dump(mode="json"),
+        "search": {"model.config_overrides.intermediate_size": {"choice": [128, 4_000_000]}},
+        "sweep": {"num_samples": 2, "seeds": 1, "max_concurrent_trials": 1, "max_failures": 0,
+                  "points_to_evaluate": [{"model.config_overrides.intermediate_size": 4_000_000},
+                                         {"model.config_overrides.intermediate_size": 128}]}}))
+    sweep = sweeps(tmp_path, [str(space), "--storage", str(tmp_path / "runs"), "--name", "oom"])
+    assert sweep.wait() == 0, sweep.err.read_text()[-2000:]
+    trials = read_leaderboard(tmp_path / "runs" / "oom" / "leaderboard_trials.csv").set_index(
+        "model.config_overrides.intermediate_size")
+    big, small = trials.loc[4_000_000], trials.loc[128]
+    assert big["status"] == "ERROR" and small["status"] == "TERMINATED"
+    assert big["error"].startswith("xling_ray.train.memory.TrialOutOfMemory: out of memory: the trial needed more "
+                                   "than scaling.memory_limit_gb=1.5 GiB"), big["error"]
+    assert "can't allocate memory" in big["error"]

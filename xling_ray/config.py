@@ -244,6 +244,10 @@ class ScalingConfig(_Strict):
     mixed_precision: Literal["auto", "bf16", "no"] = Field(
         "auto", description="bf16 autocast. auto: on GPUs only; bf16: on GPUs and CPUs (fast on CPUs with native "
                             "bf16, e.g. AVX512-BF16 or AMX; emulated, and slower, elsewhere); no: float32 everywhere")
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="cap each training process at this many GiB of address space above what it maps when "
+                                "training starts (Linux): a configuration that cannot fit fails alone, 'out of memory', "
+                                "instead of the machine's OOM killer taking another process (xling_ray/train/memory.py)")
 
 
 class RecipeConfig(_Strict):

@@ -367,8 +367,10 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point of a Ray Train worker: ``config = {"recipe": RecipeConfig dump,
     "export_models": bool}``."""
+    from xling_ray.train.memory import memory_limit
     from xling_ray.train.session import TrainSession
 
     recipe = RecipeConfig.model_validate(config["recipe"])
-    run_recipe(recipe, TrainSession(num_threads=int(recipe.scaling.cpus_per_worker)),
-               export_models=config.get("export_models", False))
+    with memory_limit(recipe.scaling.memory_limit_gb):
+        run_recipe(recipe, TrainSession(num_threads=int(recipe.scaling.cpus_per_worker)),
+                   export_models=config.get("export_models", False))

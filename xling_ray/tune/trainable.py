@@ -20,6 +20,7 @@ from ray import tune
 
 from xling_ray.config import RecipeConfig
 from xling_ray.train import TuneSession, run_recipe
+from xling_ray.train.memory import memory_limit
 from xling_ray.train.ray_train import make_trainer
 from xling_ray.tune.search import seed_index
 
@@ -86,8 +87,9 @@ def release_memory() -> None:
 def _run(r: RecipeConfig) -> None:
     if not uses_ray_train(r):
         # On a shared GPU, Ray shows the trial's process the GPU it was given as cuda:0.
-        run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker)),
-                                  device="cuda" if shares_a_gpu(r) else None))
+        with memory_limit(r.scaling.memory_limit_gb):
+            run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker)),
+                                      device="cuda" if shares_a_gpu(r) else None))
         return
     import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
