@@ -130,7 +130,7 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
     shipped = load_search_space(REPO / "search_spaces" / f"{space_name}.yaml")
     small = {"model": tiny_recipe.model.model_dump(),
              "data": {**tiny_recipe.data.model_dump(), "eval_skip_first": shipped.recipe.data.eval_skip_first},
-             "train.epochs": 1, "train.batch_size": 16, "losses.adjustment.align_layer": 1}
+             "train.epochs": 1, "train.batch_size": 16, "losses.adjustment.align_layer": 1, "losses.adjustment.steps": 5}
     doc = {
         "recipe": shipped.recipe.with_updates(small).model_dump(),
         "search": {k: v.model_dump(by_alias=True, exclude_none=True) for k, v in shipped.search.items()},
@@ -138,6 +138,8 @@ def test_method_spaces_sweep_and_the_leaderboard_carries_every_term_setting(ray_
     }
     if "losses.xite.layer" in doc["search"]:
         doc["search"]["losses.xite.layer"] = {"choice": [0, 1, 2]}  # the tiny model has 2 layers
+    if "losses.pool.max_per_language" in doc["search"]:
+        doc["search"]["losses.pool.max_per_language"] = {"choice": [4, 8]}  # the pool's size, not the method, is searched
     path = tmp_path / f"{space_name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     assert main(["sweep", str(path), "--storage", str(tmp_path / "runs"), "--name", space_name, "--quiet"]) == 0
