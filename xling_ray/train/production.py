@@ -23,7 +23,7 @@ class TrainingFailed(RuntimeError):
     """Training raised on a worker after every input checked out; the message is one line."""
 
 
-def _summary(err: BaseException) -> str:
+def worker_error(err: BaseException) -> str:
     """``ExceptionType: first line`` of the worker's own error inside Ray's wrappers
     (``WorkerGroupError.worker_failures``, ``RayTaskError.cause``, ``__cause__``)."""
     failures = getattr(err, "worker_failures", None)
@@ -56,7 +56,7 @@ def train_production(recipe: RecipeConfig, output: str | Path, address: str | No
         except ray.train.TrainingFailedError as err:
             error = err
         if error:
-            raise TrainingFailed(f"training failed on a Ray Train worker ({_summary(error)}); the worker's "
+            raise TrainingFailed(f"training failed on a Ray Train worker ({worker_error(error)}); the worker's "
                                  f"traceback is printed above and kept under {output / 'ray'}") from error
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))}
         with result.checkpoint.as_directory() as ckpt:

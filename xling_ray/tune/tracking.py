@@ -181,8 +181,9 @@ class MLflowTracking(Callback):
         if self.jobs is not None:
             job = self.jobs[config["job"]]
             return job["config_id"], int(job["seed"]), dict(job["settings"])
-        settings = dict(config)
-        index = int(settings.pop("__trial_index__", 0))
+        from xling_ray.tune.search import seed_index
+
+        settings, index = seed_index(config)
         return None, int(settings.get("train.seed", self.base_seed)) + index, settings
 
     # ---------------------------------------------------------------- Tune's hooks

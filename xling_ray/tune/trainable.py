@@ -119,11 +119,11 @@ def worker_failure(err: BaseException, world_size: int) -> str:
     ExceptionType: message`` with the worker's own error (a NaN loss, say)."""
     import re
 
-    from xling_ray.train.production import _summary
+    from xling_ray.train.production import worker_error
 
     failures = getattr(err, "worker_failures", None) or {}
     if not failures:
-        return f"Ray Train failed: {_summary(err)}"
+        return f"Ray Train failed: {worker_error(err)}"
     def lost(rank: int) -> bool:
         text = str(failures[rank])
         return "actor died" in text or "worker process has died" in text or "health check failed" in text
@@ -136,4 +136,4 @@ def worker_failure(err: BaseException, world_size: int) -> str:
         where = ", ".join(x for x in (f"pid {pid[1]}" if pid else "", f"node {ip[1]}" if ip else "") if x)
         return (f"Ray Train worker {rank} of {world_size} lost ({where or 'process died'}): its process died "
                 "(killed, out of memory, or its node lost)")
-    return f"Ray Train worker {rank} of {world_size} failed: {_summary(failures[rank])}"
+    return f"Ray Train worker {rank} of {world_size} failed: {worker_error(failures[rank])}"
