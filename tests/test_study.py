@@ -54,24 +54,34 @@ def test_a_finalist_is_the_default_only_when_every_searched_setting_equals_the_f
     assert not study.is_default(row, {"sweep": {}})
 
 
-def _write_run(storage: Path, method: str, seeds: dict, search_rows: list[dict], space: dict) -> None:
+def _write_run(results: Path, method: str, seeds: dict, search_rows: list[dict], space: dict) -> None:
     from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
 
-    run = storage / method
+    run = results / method
     run.mkdir(parents=True)
     trials = pd.DataFrame(seeds)
     for col in LANGUAGE_COLUMNS:
         trials[col] = trials["acc_target"]
+    trials["acc_xnli_en"] = trials["acc_pawsx_en"] = trials["acc_en"]
+    trials["collapsed"] = 0.0
     trials.to_csv(run / "final_heldout_leaderboard_trials.csv", index=False)
     final = {"config_id": "c0", **trials.mean().to_dict()}
-    final.update({f"{c}_std": trials[c].std(ddof=1) for c in study.COLUMNS})
+    final.update({f"{c}_std": trials[c].std(ddof=1) for c in study.columns(["xnli", "pawsx"])})
     pd.DataFrame([final]).to_csv(run / "final_heldout_leaderboard.csv", index=False)
     pd.DataFrame(search_rows).to_csv(run / "leaderboard.csv", index=False)
     (run / "search_space.yaml").write_text(yaml.safe_dump(space))
 
 
+RECIPE = {"model": {"pooling": "auto", "max_length": 128},
+          "data": {"tasks": ["xnli", "pawsx"], "train_size": 2000, "eval_max_per_language": 200,
+                   "eval_skip_first": {"xnli": 1245, "pawsx": 1000}},
+          "train": {"epochs": 1, "lr": 1e-4, "head_lr": 1e-3, "warmup_ratio": 0.1, "batch_size": 16},
+          "scaling": {"mixed_precision": "bf16"}}
+ARGS = argparse.Namespace(smoke=False, seeds=3, final_eval=300, english_drop=4.0, wide=1.5)
+
+
 def test_results_page_is_written_from_the_runs_numbers(tmp_path):
-    storage = tmp_path / "runs"
+    results = tmp_path / "results"
     english = {"acc_en": [70.0, 70.5, 69.5], "gap_xnli": [4.0, 4.0, 4.0], "gap_pawsx": [4.0, 4.0, 4.0]}
     per_method = {  # gap and mean target accuracy per seed: one of each verdict
         "plain": ([4.0, 4.2, 3.8], [60.0, 60.5, 59.5]),
@@ -81,23 +91,27 @@ def test_results_page_is_written_from_the_runs_numbers(tmp_path):
         "adjustment": ([3.0, 5.0, 4.0], [55.0, 65.0, 60.0]),
         "continual": ([3.0, 5.0, 4.0], [40.0, 40.5, 39.5]),
     }
-    default = {"train.lr": 1.5e-4}
+    default = {"losses.xite.ratio": 0.5}
+    floor = {"metric": "acc_en", "baseline": 71.0, "delta": 4.0}
     for method, (gap, target) in per_method.items():
-        searched = {} if method == "plain" else {"train.lr": {"loguniform": [1e-5, 3e-4]}}
-        rows = [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, **({"train.lr": 1.5e-4} if searched else {})}]
+        searched = {} if method == "plain" else {"losses.xite.ratio": {"uniform": [0.25, 1.0]}}
+        rows = [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, "collapsed": False,
+                 **({"losses.xite.ratio": 0.5} if searched else {})}]
         if method == "xite":  # its best search configuration is not the default one
-            rows[0]["train.lr"] = 6e-5
-        _write_run(storage, method, {"gap": gap, "acc_target": target, **english}, rows,
-                   {"search": searched, "sweep": {"points_to_evaluate": [default] if searched else []}})
-    (storage / "timings.json").write_text(json.dumps({"plain/search": 600.0, "plain/final": 600.0}))
-    args = argparse.Namespace(smoke=False, seeds=3, final_eval=300, english_drop=4.0)
+            rows[0]["losses.xite.ratio"] = 0.8
+        sweep = {"points_to_evaluate": [default] if searched else [], **({"constraint": floor} if searched else {})}
+        _write_run(results, method, {"gap": gap, "acc_target": target, **english}, rows,
+                   {"recipe": RECIPE, "search": searched, "sweep": sweep})
+    (results / "timings.json").write_text(json.dumps({"plain/search": 600.0, "plain/final": 600.0}))
 
-    text = study.write_results(storage, args).read_text()
+    text = study.write_results(results, ARGS).read_text()
 
     assert (tmp_path / "RESULTS.md").exists() and (tmp_path / "gaps.png").stat().st_size > 0
     assert (tmp_path / "accuracy.png").exists() and (tmp_path / "gap_vs_target.png").exists()
-    assert "its stages took 20 minutes" in text
-    assert "| plain | 4.00 ± 0.20 | 4.00 ± 0.00 | 4.00 ± 0.00 | 60.00 ± 0.50 | 70.00 ± 0.50 | 1 |" in text
+    assert "the stages took 20 minutes" in text and "Not run yet" not in text
+    assert "2,000 English pairs per task for 1 epoch(s), pairs up to 128 tokens, learning rate 0.0001" in text
+    assert ("| plain | 4.00 ± 0.20 | 60.00 ± 0.50 | 70.00 ± 0.50 | 4.00 ± 0.00 | 4.00 ± 0.00 | 70.00 ± 0.50 "
+            "| 70.00 ± 0.50 | 3 | 0 | 1 |") in text
     # xlinglearn - plain: -3.00, standard error sqrt(0.04/3 + 0.04/3)
     assert f"| xlinglearn | -3.00 (± {math.sqrt(0.08 / 3):.2f}) |" in text
     assert "without losing target accuracy: xlinglearn." in text
@@ -109,3 +123,28 @@ def test_results_page_is_written_from_the_runs_numbers(tmp_path):
     lines = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- **")}
     assert "The method's default configuration" in lines["xlinglearn"]
     assert "Not the method's default configuration" in lines["xite"]
+    # the published references, gap = en - (n mean - en) / (n - 1): MiniLM's XNLI 81.5 - (15 * 71.1 - 81.5) / 14
+    assert "| multilingual MiniLM-L12-H384 (Wang et al. 2020) | 81.5 | 71.1 | 11.1 | — | — | — |" in text
+    assert "| mBERT (XTREME, Hu et al. 2020) | 80.8 | 65.4 | 16.5 | 94.0 | 81.9 | 14.1 |" in text
+    # this study's rows in the same columns: plain's XNLI mean over its 15 languages (English 70, the others 60)
+    assert f"| plain (this study) | 70.0 | {(70 + 14 * 60.0) / 15:.1f} | 4.0 |" in text
+
+
+def test_results_page_lists_the_runs_not_run_yet(tmp_path):
+    results = tmp_path / "results"
+    english = {"acc_en": [70.0, 70.5, 69.5], "gap_xnli": [4.0, 4.0, 4.0], "gap_pawsx": [4.0, 4.0, 4.0]}
+    _write_run(results, "plain", {"gap": [4.0, 4.2, 3.8], "acc_target": [60.0, 60.5, 59.5], **english},
+               [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0}], {"recipe": RECIPE, "search": {}, "sweep": {}})
+    (results / "xite").mkdir()  # searched, final not finished: not a finished run
+
+    text = study.write_results(results, ARGS).read_text()
+
+    assert "**Not run yet:** xlinglearn, ding2022, xite, adjustment, continual" in text
+    assert "the first 1,245 XNLI, 1,000 PAWS-X validation examples are the target-text pool" in text
+    assert "| plain | 4.00 ± 0.20 |" in text and "| xite |" not in text and "## Against plain" not in text
+
+
+def test_one_task_compares_the_headline_numbers_only():
+    assert study.columns(["xnli"]) == ["gap", "acc_target", "acc_en"]
+    assert study.columns(["xnli", "pawsx"]) == ["gap", "acc_target", "acc_en", "gap_xnli", "gap_pawsx",
+                                                "acc_xnli_en", "acc_pawsx_en"]

