@@ -30,7 +30,7 @@ from _common import Stopwatch, save
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.batches import encode
+from xling_ray.data.batches import encode
 from xling_ray.train.cache import encode_cached
 from xling_ray.train.evaluate import predict
 

@@ -22,7 +22,7 @@ import torch
 from xling_ray.config import DataConfig, LossConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_train_set
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.batches import collate, encode
+from xling_ray.data.batches import collate, encode
 from xling_ray.train.loop import model_config_for
 from _common import save
 from _timing import median_step_seconds

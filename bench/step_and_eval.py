@@ -17,7 +17,7 @@ import torch
 from xling_ray.config import ALL_LANGUAGES, DataConfig, LossConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.batches import collate, encode
+from xling_ray.data.batches import collate, encode
 from xling_ray.train.evaluate import evaluate
 from _timing import median_step_seconds
 

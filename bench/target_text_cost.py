@@ -21,9 +21,11 @@ from xling_ray.methods.adjustment import align_corpus
 from xling_ray.methods.xite.blocks import LanguageLDA, match_to_english
 from xling_ray.models.encode import encode_texts
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.batches import collate, encode
+from xling_ray.data.batches import collate, encode
 from _timing import median_step_seconds
-from xling_ray.train.target_text import parallel_pairs, prepare_adjustment, prepare_xite, target_pairs
+from xling_ray.methods.target_text import parallel_pairs, target_pairs
+from xling_ray.methods.adjustment.prepare import prepare_adjustment
+from xling_ray.methods.xite.prepare import prepare_xite
 
 
 def timed(fn):

@@ -11,7 +11,7 @@ from conftest import TINY_MODEL
 from xling_ray.config import DataConfig
 from xling_ray.data import load_eval_sets
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.batches import encode, eval_batches
+from xling_ray.data.batches import encode, eval_batches
 from xling_ray.train.cache import cache_key, encode_cached
 from xling_ray.train.evaluate import evaluate, predict
 

@@ -12,7 +12,7 @@ import torch
 
 from xling_ray.leaderboard.table import Leaderboard, format_leaderboard, group_configs, read_leaderboard, resolve_floor
 from xling_ray.metrics import COLLAPSE_THRESHOLD, is_collapsed, summarize, top_share
-from xling_ray.train.batches import EncodedSet
+from xling_ray.data.batches import EncodedSet
 from xling_ray.train.evaluate import Evaluation, count_predictions, evaluate, summarize_evaluations
 from xling_ray.tune.space import Constraint, SearchSpace, loss_off_value, plain_point
 

@@ -14,7 +14,7 @@ from xling_ray.models import ModelLoadError, load_model, load_tokenizer
 from xling_ray.models.pooling import MeanPooler, apply_pooling, mean_pool, resolve_pooling
 from xling_ray.models.split import TopView, bottom_states
 from xling_ray.train import frozen_cache
-from xling_ray.train.batches import encode, with_prefix
+from xling_ray.data.batches import encode, with_prefix
 from xling_ray.train.frozen_cache import frozen_states, frozen_weights_key
 from xling_ray.train.loop import run_recipe, uses_frozen_cache
 from xling_ray.train.optim import parameter_groups

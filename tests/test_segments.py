@@ -26,11 +26,11 @@ from xling_ray.losses.views import adversarial_push
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.models.split import TopView, bottom_states
 from xling_ray.train import training_step
-from xling_ray.train.batches import collate, encode
+from xling_ray.data.batches import collate, encode
 from xling_ray.train.cache import cache_key, encode_cached
 from xling_ray.train.evaluate import predict
 from xling_ray.train.frozen_cache import frozen_states, frozen_weights_key
-from xling_ray.train.target_text import prepare_xite
+from xling_ray.methods.xite.prepare import prepare_xite
 
 from conftest import TINY_MODEL
 

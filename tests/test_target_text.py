@@ -10,8 +10,9 @@ from xling_ray.losses import StepContext
 from xling_ray.methods.xite import mixing_site, xite_loss as _xite
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train import LocalSession, run_recipe
-from xling_ray.train.batches import encode
-from xling_ray.train.target_text import prepare_xite, target_pairs
+from xling_ray.data.batches import encode
+from xling_ray.methods.xite.prepare import prepare_xite
+from xling_ray.methods.target_text import target_pairs
 
 SKIP = {"xnli": 1245, "pawsx": 1000}
 
@@ -126,7 +127,8 @@ def test_a_run_with_xite_reports_its_term(xite_recipe):
 # ---------------------------------------------------------------- cross-lingual adjustment
 
 from xling_ray.methods.adjustment import adjustment_objective  # noqa: E402
-from xling_ray.train.target_text import adjust_before_fine_tuning, parallel_pairs, prepare_adjustment  # noqa: E402
+from xling_ray.methods.adjustment.prepare import adjust_before_fine_tuning, prepare_adjustment  # noqa: E402
+from xling_ray.methods.target_text import parallel_pairs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from xling_ray.methods import registered_terms
 from xling_ray.losses.views import RunningCentroid
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train import LocalSession, run_recipe, training_step
-from xling_ray.train.batches import collate, encode
+from xling_ray.data.batches import collate, encode
 from xling_ray.train.loop import model_config_for
 
 XLL_ON = {"w_ce_perturbed": 0.3, "w_dispersion": 0.2, "w_attention": 0.5, "w_ot": 0.4, "ot_eps": 0.01}

@@ -12,7 +12,7 @@ from xling_ray.metrics import transfer_gap
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train import LocalSession, NonFiniteLossError, run_recipe, training_step
 from xling_ray.train import loop as loop_module
-from xling_ray.train.batches import collate, encode, epoch_batches, eval_batches
+from xling_ray.data.batches import collate, encode, epoch_batches, eval_batches
 
 
 @pytest.fixture(scope="module")

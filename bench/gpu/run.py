@@ -383,7 +383,7 @@ def warm_cache(ctx: Context) -> int:
     (``xling_ray.train.cache``), as ``build_tasks`` does."""
     from xling_ray.data import load_eval_sets, load_train_set
     from xling_ray.models import load_tokenizer
-    from xling_ray.train.batches import with_prefix
+    from xling_ray.data.batches import with_prefix
     from xling_ray.train.cache import default_encoded_dir, encode_cached
 
     recipes = [quickstart_recipe(ctx)] + [r for _, _, r in b_runs(ctx)[:: ctx.profile.b_seeds]]
@@ -852,7 +852,7 @@ def worker_c(spec: dict) -> None:
     from xling_ray.config import DataConfig, LossConfig, ModelConfig
     from xling_ray.data import load_eval_sets, load_train_set
     from xling_ray.models import load_model, load_tokenizer
-    from xling_ray.train.batches import EncodedSet, collate, encode
+    from xling_ray.data.batches import EncodedSet, collate, encode
     from xling_ray.train.evaluate import evaluate
     from xling_ray.train.step import training_step
 
