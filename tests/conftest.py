@@ -53,3 +53,22 @@ def pytest_collection_modifyitems(config, items):
         if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES
                 or item.originalname in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
+
+
+def recording_searcher():
+    """A Ray ``Searcher`` that suggests ``train.lr`` 1e-4 and records what it is told,
+    ``(trial_id, result, error)``, in ``told``: the inner searcher of SeedGroups tests."""
+    from ray.tune.search import Searcher
+
+    class Recording(Searcher):
+        def __init__(self):
+            super().__init__(metric="gap", mode="min")
+            self.told = []
+
+        def suggest(self, trial_id):
+            return {"train.lr": 1e-4}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            self.told.append((trial_id, result, error))
+
+    return Recording()

@@ -16,6 +16,8 @@ from xling_ray.data.batches import EncodedSet
 from xling_ray.train.evaluate import Evaluation, count_predictions, evaluate, summarize_evaluations
 from xling_ray.tune.space import Constraint, SearchSpace, loss_off_value, plain_point
 
+from tests.conftest import recording_searcher
+
 # ---------------------------------------------------------------- prediction concentration
 
 
@@ -373,8 +375,6 @@ def test_optuna_gets_the_majority_floor_from_the_result_and_feasible_before_the_
 def test_a_searcher_pickled_before_relative_floors_still_resumes():
     """A sweep started by an earlier version resumes with its searchers' old state: no plain
     baseline to serve, and the old numeric floor ``(metric, floor)`` still told to Optuna."""
-    from ray.tune.search import Searcher
-
     from xling_ray.tune.search import ConstrainedOptunaSearch, SeedGroups
 
     old = ConstrainedOptunaSearch()
@@ -382,23 +382,12 @@ def test_a_searcher_pickled_before_relative_floors_still_resumes():
     old._constraint = ("acc_en", 70.0)
     assert old.floor_for({"acc_en": 60.0}) == pytest.approx(70.0)
 
-    class Recording(Searcher):
-        def __init__(self):
-            super().__init__(metric="gap", mode="min")
-            self.told = []
-
-        def suggest(self, trial_id):
-            return {"train.lr": 1e-4}
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            self.told.append(result)
-
-    groups = SeedGroups(Recording(), seeds=1, metrics=["gap"])
+    groups = SeedGroups(recording_searcher(), seeds=1, metrics=["gap"])
     for name in ("_baseline", "_baseline_metric", "_serve_baseline", "_served"):
         del groups.__dict__[name]
     assert groups.suggest("t0") == {"train.lr": 1e-4, "__trial_index__": 0}
     groups.on_trial_complete("t0", {"gap": 2.0})
-    assert groups.searcher.told == [{"gap": 2.0}]
+    assert groups.searcher.told == [("t0", {"gap": 2.0}, False)]
 
 
 # ---------------------------------------------------------------- the shipped spaces and the opt-out

@@ -10,10 +10,11 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
-from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from xling_ray.tune.search import RAY_TESTED, SeedGroups, load_study, optuna_study, optuna_trial
+
+from tests.conftest import recording_searcher
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -63,22 +64,11 @@ def test_seed_groups_saved_as_rays_repeater_restore_and_continue():
     except ImportError:
         pytest.skip("this Ray has no repeater._TrialGroup: seed groups saved before the change cannot restore")
 
-    class Recording(Searcher):
-        def __init__(self):
-            super().__init__(metric="gap", mode="min")
-            self.told = []
-
-        def suggest(self, trial_id):
-            return {"train.lr": 1e-4}
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            self.told.append((trial_id, result, error))
-
     group = _TrialGroup("t0", {"train.lr": 2e-4}, max_trials=2)
     group.report("t0", {"gap": 1.0})
     old_state = {"repeat": 2, "_set_index": True, "_groups": [group], "_trial_id_to_group": {"t0": group},
                  "_current_group": group, "_metric": "gap", "_mode": "min", "_metrics": ["gap"]}
-    groups = SeedGroups(Recording(), seeds=2, metrics=["gap"])
+    groups = SeedGroups(recording_searcher(), seeds=2, metrics=["gap"])
     groups.set_state(old_state)
     assert groups.suggest("t1") == {"train.lr": 2e-4, "__trial_index__": 1}
     groups.on_trial_complete("t1", {"gap": 3.0})
