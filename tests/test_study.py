@@ -123,6 +123,7 @@ def test_results_page_is_written_from_the_runs_numbers(tmp_path):
     lines = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- **")}
     assert "The method's default configuration" in lines["xlinglearn"]
     assert "Not the method's default configuration" in lines["xite"]
+    assert "Wall time: search 10 min for 1 configuration (10.0 a trial); final 10 min for 3 seeds (3.3 a trial)." in lines["plain"]
     # the published references, gap = en - (n mean - en) / (n - 1): MiniLM's XNLI 81.5 - (15 * 71.1 - 81.5) / 14
     assert "| multilingual MiniLM-L12-H384 (Wang et al. 2020) | 81.5 | 71.1 | 11.1 | — | — | — |" in text
     assert "| mBERT (XTREME, Hu et al. 2020) | 80.8 | 65.4 | 16.5 | 94.0 | 81.9 | 14.1 |" in text

@@ -462,7 +462,7 @@ def write_results(results: Path, args) -> Path:
             if is_default(settings, space) else " Not the method's default configuration (found by the search).")
         lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(board)}{feasible}); "
                      + (", ".join(f"`{k}` = {_fmt(v)}" for k, v in settings.items()) or "nothing searched")
-                     + f".{default} Files: `{_shown(results / m)}/`.")
+                     + f".{default}{_minutes(timings, m, len(board), len(trials[m]))} Files: `{_shown(results / m)}/`.")
     figures = _figures(results, runs, trials, finals)
     lines += ["", "## Figures", ""]
     lines += [f"![{alt}]({path.name})" for alt, path in figures.items()]
@@ -472,6 +472,14 @@ def write_results(results: Path, args) -> Path:
     out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def _minutes(timings: dict, run: str, configs: int, seeds: int) -> str:
+    """Wall time of a run's stages (``timings.json``), per trial: the methods' cost at this budget."""
+    parts = [f"{what} {timings[f'{run}/{stage}'] / 60:.0f} min for {n} {unit if n != 1 else unit[:-1]} ({timings[f'{run}/{stage}'] / 60 / n:.1f} a trial)"
+             for stage, what, n, unit in (("search", "search", configs, "configurations"), ("final", "final", seeds, "seeds"))
+             if f"{run}/{stage}" in timings]
+    return f" Wall time: {'; '.join(parts)}." if parts else ""
 
 
 def _shown(path: Path) -> str:
