@@ -424,7 +424,7 @@ def write_results(results: Path, args) -> Path:
 
     lines += ["", "## Against published full fine-tunes", "",
               "Published figures are test-set accuracies after fine-tuning on all of the task's English training data "
-              "(MultiNLI's 393k pairs, PAWS' 49k); this study's are held-out validation accuracies after "
+              "(" + ", ".join({"xnli": "MultiNLI's 393k pairs", "pawsx": "PAWS' 49k"}[t] for t in tasks) + "); this study's are held-out validation accuracies after "
               f"{data['train_size']:,} pairs and {train['epochs']} epoch(s) on 2 CPU cores. Means are over the task's "
               "languages, English included, as the papers give them; the gap is English minus the mean of the "
               "others, computed from the two published figures (—: not published there).", "",
