@@ -189,7 +189,7 @@ def test_dry_run_part_b_runs_plain_and_every_methods_default(dry_run):
     assert runs["continual-s0"]["settings"]["losses"]["adjustment"]["regime"] == "continual"
     plain = runs["plain-s0"]["settings"]["losses"]
     assert plain["xlinglearn"]["w_ot"] == 0 and plain["adjustment"]["regime"] == "off" and plain["xite"]["ratio"] == 0
-    assert all(r["settings"]["train.lr"] == 1.5e-4 for r in runs.values())
+    assert all(r["settings"]["train.lr"] == 1.0e-4 for r in runs.values())  # the spaces' first points
     assert "heldout" in b["protocol"]["evaluation"]
 
 

@@ -177,7 +177,7 @@ def test_a_plain_guarded_sweep_runs_plain_fine_tuning_first_and_floors_english_o
     assert len(board) == 2 and (board["status"] == "TERMINATED").all()  # num_samples 1, plus the baseline
     base, point = board[board["baseline"]].iloc[0], board[~board["baseline"]].iloc[0]
     assert base["losses.adjustment.regime"] == "off" and base["losses.adjustment.base_rate"] == 0.0
-    assert base["train.lr"] == pytest.approx(1.5e-4)  # from the space's first point
+    assert base["train.lr"] == pytest.approx(1.0e-4)  # from the space's first point
     assert point["losses.adjustment.base_rate"] == 1.0 and pd.isna(point["losses.adjustment.regime"])
     # Tune's trial folders are run_trial_<id>_<n>_...: n counts the trials in the order they were created.
     created = {p.name.split("_")[2]: int(p.name.split("_")[3]) for p in run.glob("run_trial_*") if p.is_dir()}

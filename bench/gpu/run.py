@@ -668,7 +668,7 @@ def b_runs(ctx: Context) -> list[tuple[str, str, Any]]:
     for method in study.METHODS:
         space = space_mod.load_search_space(REPO / "search_spaces" / f"{method}.yaml")
         configs[method] = (space.recipe, dict(space.sweep.points_to_evaluate[0]))
-    protocol = {**study.SHARED, "data.eval_part": "heldout", "data.eval_max_per_language": None,
+    protocol = {**study.PROTOCOL, "data.eval_part": "heldout", "data.eval_max_per_language": None,
                 "data.train_size": None, "train.epochs": prof.b_epochs, "train.eval_batch_size": prof.b_eval_batch}
     dry = {"losses.adjustment.align_layer": 1, "losses.adjustment.steps": 4, "losses.pool.max_per_language": 8}
     runs = []
