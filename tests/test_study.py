@@ -149,3 +149,24 @@ def test_one_task_compares_the_headline_numbers_only():
     assert study.columns(["xnli"]) == ["gap", "acc_target", "acc_en"]
     assert study.columns(["xnli", "pawsx"]) == ["gap", "acc_target", "acc_en", "gap_xnli", "gap_pawsx",
                                                 "acc_xnli_en", "acc_pawsx_en"]
+
+
+def test_a_finished_stage_is_kept_and_not_run_again_on_another_machine(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    (runs / "xite").mkdir(parents=True)
+    (results / "plain").mkdir(parents=True)
+    (results / "timings.json").write_text(json.dumps({"plain/search": 60.0, "plain/final": 300.0}))
+    (runs / "timings.json").write_text(json.dumps({"xite/search": 90.0}))  # this machine ran xite only
+    for name in ("leaderboard.csv", "search_space.yaml", "optuna.journal"):
+        (runs / "xite" / name).write_text("x\n")
+    args = argparse.Namespace(results=str(results), storage=str(runs))
+
+    study.keep(runs / "xite", args)
+
+    assert sorted(p.name for p in (results / "xite").iterdir()) == ["leaderboard.csv", "search_space.yaml"]
+    assert json.loads((results / "timings.json").read_text()) == {"plain/search": 60.0, "plain/final": 300.0,
+                                                                  "xite/search": 90.0}
+    # plain's final is in the results folder: its stage is done, though its run folder is not here
+    (results / "plain" / "final_heldout_leaderboard_trials.csv").write_text("gap\n1.0\n")
+    assert study.done_runs(results) == ["plain"]
+    assert study.run_stage("plain", args) == runs / "plain" and not (runs / "plain").exists()

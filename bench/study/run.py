@@ -138,20 +138,20 @@ def study_space(method: str, args):
     if method == "plain":  # one configuration; its floor only marks a model that learned nothing
         update.update(num_samples=1, constraint={"metric": "acc_en", "baseline": "majority", "delta": 2})
     else:
-        update["constraint"] = english_floor(Path(args.storage), args.english_drop)
+        update["constraint"] = english_floor(Path(args.results), args.english_drop)
     sweep = {**shipped.sweep.model_dump(), **update}
     return SearchSpace.model_validate({"recipe": recipe.model_dump(), "search": search, "sweep": sweep})
 
 
-def english_floor(storage: Path, drop: float) -> dict:
+def english_floor(results: Path, drop: float) -> dict:
     """``sweep.constraint`` of a method's sweep: English accuracy at least plain
-    fine-tuning's (its search run) minus ``drop`` points. A model that stops
+    fine-tuning's (its search run, as the results folder keeps it) minus ``drop`` points. A model that stops
     learning has a gap near 0; the floor keeps such a configuration from being
     the method's finalist while any configuration that learns is at hand (the
     leaderboard ranks infeasible ones, and collapsed ones, last)."""
     from xling_ray.leaderboard import read_leaderboard
 
-    plain = storage / "plain" / "leaderboard.csv"
+    plain = results / "plain" / "leaderboard.csv"
     if not plain.exists():
         raise SystemExit(f"{plain}: run plain fine-tuning first (--methods plain ...): its English accuracy is the floor")
     return {"metric": "acc_en", "baseline": float(read_leaderboard(plain).iloc[0]["acc_en"]), "delta": drop}
@@ -159,7 +159,8 @@ def english_floor(storage: Path, drop: float) -> dict:
 
 def run_stage(method: str, args) -> Path:
     """The method's search sweep, then its final on the held-out part (each resumed or skipped
-    when done), then its small files copied to the results folder."""
+    when done), then its small files copied to the results folder. A run whose final is in
+    the results folder is done, whether or not its run folder is still here (another machine)."""
     from ray import tune
 
     from xling_ray.leaderboard import build_leaderboard, write_leaderboard
@@ -167,6 +168,9 @@ def run_stage(method: str, args) -> Path:
 
     storage = Path(args.storage).resolve()
     run_dir = storage / method
+    if method in done_runs(Path(args.results)):
+        _log(f"{method}: done ({Path(args.results) / method})")
+        return run_dir
     if not (run_dir / "leaderboard.csv").exists():
         resume = tune.Tuner.can_restore(str(run_dir))
         space = None if resume else study_space(method, args)
@@ -233,8 +237,10 @@ def keep(run_dir: Path, args) -> None:
     for name in KEPT:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, out / name)
-    if (run_dir.parent / "timings.json").exists():
-        shutil.copy2(run_dir.parent / "timings.json", Path(args.results) / "timings.json")
+    kept, now = Path(args.results) / "timings.json", run_dir.parent / "timings.json"
+    if now.exists():  # merged: the results folder may hold stages run on another machine
+        times = json.loads(kept.read_text()) if kept.exists() else {}
+        kept.write_text(json.dumps({**times, **json.loads(now.read_text())}, indent=1))
 
 
 def _record(storage: Path, stage: str, seconds: float) -> None:
