@@ -59,10 +59,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 METHODS = ("xlinglearn", "ding2022", "xite", "adjustment", "continual")
 RUNS = ("plain", *METHODS)
+
 
 def columns(tasks) -> list[str]:
     """The compared numbers: the headline gap, mean target and English accuracy, and with
@@ -109,7 +112,7 @@ REFERENCES = [
     {"model": "multilingual MiniLM-L12-H384 (Wang et al. 2020)", "xnli_en": 81.5, "xnli_mean": 71.1,
      "pawsx_en": None, "pawsx_mean": None},
 ]
-LANGS = {"xnli": 15, "pawsx": 7}
+LANGS = {"xnli": len(XNLI_LANGUAGES), "pawsx": len(PAWSX_LANGUAGES)}  # languages per task
 
 
 def study_space(method: str, args):
@@ -201,8 +204,7 @@ def run_finalist(run_dir: Path, args):
     The finalist is the leaderboard's first row: the best-gap configuration that learned and
     is above the English floor, or, when none is, the best-gap one (collapsed configurations
     and those below the floor rank last, so ``feasible_only=False`` takes that one)."""
-    from xling_ray.leaderboard.final import check_jobs, final_jobs, final_leaderboard, run_final
-    from xling_ray.leaderboard.table import Leaderboard, group_configs
+    from xling_ray.leaderboard.final import check_jobs, final_jobs, final_leaderboard, rank_trials, run_final
     from xling_ray.tune.final import interrupted_jobs, run_final_jobs, save_jobs
     from xling_ray.tune.sweep import load_run_space
 
@@ -217,16 +219,14 @@ def run_finalist(run_dir: Path, args):
              f"{args.more_seeds} more seeds")
         every = final_jobs(run_dir, 1, "validation", heldout=True, seeds=args.seeds + args.more_seeds,
                            overrides=overrides, feasible_only=False)
-        more = {k: v for k, v in every.items() if k not in set(board.trials.apply(
-            lambda r: f"{r['config_id']}-seed{int(r['seed'])}", axis=1))}
+        run = set(board.trials["seed"].astype(int))
+        more = {k: job for k, job in every.items() if job["seed"] not in run}
         check_jobs(more, "validation", heldout=True)
         save_jobs(run_dir, "final-heldout-more", more)
     space = load_run_space(run_dir)
     s = space.sweep
     path = run_final_jobs(run_dir, "final-heldout-more", more, s.metrics[0], s.modes[0], s.max_failures)
-    trials = pd.concat([board.trials, final_leaderboard(path, space, more).trials], ignore_index=True)
-    return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint, space.baseline_point), trials,
-                       s.metrics, s.modes, s.constraint)
+    return rank_trials(pd.concat([board.trials, final_leaderboard(path, space, more).trials], ignore_index=True), space)
 
 
 def keep(run_dir: Path, args) -> None:
@@ -311,8 +311,8 @@ def reference_rows(finals: dict[str, pd.Series], tasks) -> list[dict]:
     for m, final in finals.items():
         row = {"model": f"{m} (this study)"}
         for task in tasks:
-            columns = [c for c in final.index if c.startswith(f"acc_{task}_") and not c.endswith("_std")]
-            row.update({f"{task}_en": final[f"acc_{task}_en"], f"{task}_mean": float(final[columns].mean()),
+            langs = [f"acc_{task}_{lang}" for lang in (XNLI_LANGUAGES if task == "xnli" else PAWSX_LANGUAGES)]
+            row.update({f"{task}_en": final[f"acc_{task}_en"], f"{task}_mean": float(final[langs].mean()),
                         f"{task}_gap": final[f"gap_{task}"]})
         rows.append(row)
     return rows
@@ -433,7 +433,8 @@ def write_results(results: Path, args) -> Path:
 
     lines += ["", "## Against published full fine-tunes", "",
               "Published figures are test-set accuracies after fine-tuning on all of the task's English training data "
-              "(" + ", ".join({"xnli": "MultiNLI's 393k pairs", "pawsx": "PAWS' 49k"}[t] for t in tasks) + "); this study's are held-out validation accuracies after "
+              "(" + ", ".join({"xnli": "MultiNLI's 393k pairs", "pawsx": "PAWS' 49k"}[t] for t in tasks)
+              + "); this study's are held-out validation accuracies after "
               f"{data['train_size']:,} pairs and {train['epochs']} epoch(s) on 2 CPU cores. Means are over the task's "
               "languages, English included, as the papers give them; the gap is English minus the mean of the "
               "others, computed from the two published figures (—: not published there).", "",
@@ -485,9 +486,11 @@ def write_results(results: Path, args) -> Path:
 
 def _minutes(timings: dict, run: str, configs: int, seeds: int) -> str:
     """Wall time of a run's stages (``timings.json``), per trial: the methods' cost at this budget."""
-    parts = [f"{what} {timings[f'{run}/{stage}'] / 60:.0f} min for {n} {unit if n != 1 else unit[:-1]} ({timings[f'{run}/{stage}'] / 60 / n:.1f} a trial)"
-             for stage, what, n, unit in (("search", "search", configs, "configurations"), ("final", "final", seeds, "seeds"))
-             if f"{run}/{stage}" in timings]
+    parts = []
+    for stage, n, unit in (("search", configs, "configuration"), ("final", seeds, "seed")):
+        if f"{run}/{stage}" in timings:
+            minutes = timings[f"{run}/{stage}"] / 60
+            parts.append(f"{stage} {minutes:.0f} min for {n} {unit}{'s' if n != 1 else ''} ({minutes / n:.1f} a trial)")
     return f" Wall time: {'; '.join(parts)}." if parts else ""
 
 
@@ -584,12 +587,13 @@ def main() -> None:
     storage = Path(args.storage or HERE / f"runs{tag}").resolve()
     args.results = str(Path(args.results or HERE / f"results{tag}").resolve())
     args.storage = str(storage)
-    if not args.write:
-        storage.mkdir(parents=True, exist_ok=True)
-        for method in args.methods:
-            run_stage(method, args)
-            _log(f"written {write_results(Path(args.results), args)}")
-    _log(f"written {write_results(Path(args.results), args)}")
+    if args.write:
+        _log(f"written {write_results(Path(args.results), args)}")
+        return
+    storage.mkdir(parents=True, exist_ok=True)
+    for method in args.methods:
+        run_stage(method, args)  # RESULTS.md after every stage: committed as the runs come
+        _log(f"written {write_results(Path(args.results), args)}")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,12 @@ def final_leaderboard(path: str, space, jobs: dict[str, dict[str, Any]]) -> Lead
         job = jobs[config["job"]]
         return job["config_id"], job["seed"], job["settings"]
 
-    trials = load_trials(path, space, describe=describe)
+    return rank_trials(load_trials(path, space, describe=describe), space)
+
+
+def rank_trials(trials, space) -> Leaderboard:
+    """Final trials (of one Tune run, or several runs of the same configurations concatenated)
+    ranked by the sweep's rules."""
     s = space.sweep
     return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint, space.baseline_point), trials,
                        s.metrics, s.modes, s.constraint)
