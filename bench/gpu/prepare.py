@@ -193,13 +193,14 @@ def print_calls(out: Path, manifest: dict) -> None:
     inside = not Path(rel).is_absolute()
     tree, kit_bytes = manifest["payload"]["tree_bytes"], manifest["payload"]["kit_bytes"]
     total = tree + kit_bytes
+    total_mib = manifest["payload"]["total_mib"]  # the manifest's figure, so the two never round apart
     print()
     print("Device call (one call, inside the 15 minutes of device time; the run keeps to about 8.5 minutes):")
     print(f"  device run  command: {kit.device_command(rel)}")
     print(f"              carry:   [\"{rel}\"]")
     print("              timeout_s: 600")
     print(f"  payload: working tree {kit.mib(tree):.1f} MiB + {rel} {kit.mib(kit_bytes):.1f} MiB = "
-          f"{kit.mib(total):.1f} MiB (limit {kit.LIMIT_MIB} MiB){'' if total < kit.LIMIT_MIB * 2**20 else '  OVER THE LIMIT'}")
+          f"{total_mib:.1f} MiB (limit {kit.LIMIT_MIB} MiB){'' if total < kit.LIMIT_MIB * 2**20 else '  OVER THE LIMIT'}")
     print("If part b's JSON lists runs under not_run and at least 5 minutes of device time are left, a second call")
     print("runs them (same carry and payload; a warm machine skips the install):")
     print(f"  device run  command: {kit.device_command(rel, ' --parts b --b-runs NAME,NAME,...')}")
