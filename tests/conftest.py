@@ -11,13 +11,6 @@ from xling_ray.config import DataConfig, ModelConfig, RecipeConfig, TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("XLING_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
 
-# Ray Train's controller collects a worker's report when it polls the workers, every 2 s by
-# default, and the worker waits for that (a queue of one): each evaluation of a trial of
-# several workers then costs up to 2 s. The tests report every few steps of a tiny model, so
-# they poll often. Set before any Ray starts: its processes, and the sweeps the tests start
-# as subprocesses, inherit it.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-
 # A randomly initialised BERT with the offline model's tokenizer: same code path
 # as the real model, a fraction of its cost.
 TINY_MODEL = ModelConfig(

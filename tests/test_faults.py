@@ -270,9 +270,8 @@ def train_workers(sweep: Sweep) -> list[psutil.Process]:
 
 def test_fault_a_killed_ddp_worker_fails_its_trial_naming_the_worker_and_the_sweep_goes_on(
         fault_recipe, tmp_path, sweeps):
-    # Ten epochs (30 evaluations, a fraction of a second each): the worker is killed mid-trial.
     recipe = fault_recipe.with_updates({"scaling.num_workers": 2, "scaling.cpus_per_worker": 1, "scaling.use_gpu": False,
-                                        "train.epochs": 10})
+                                        "train.epochs": 3})
     space = write_space(tmp_path / "space.yaml", recipe, seeds=2, max_failures=0)
     run = tmp_path / "runs" / "ddp"
     sweep = sweeps(tmp_path, [str(space), "--storage", str(tmp_path / "runs"), "--name", "ddp"])
