@@ -112,7 +112,7 @@ REFERENCES = [
     {"model": "multilingual MiniLM-L12-H384 (Wang et al. 2020)", "xnli_en": 81.5, "xnli_mean": 71.1,
      "pawsx_en": None, "pawsx_mean": None},
 ]
-LANGS = {"xnli": len(XNLI_LANGUAGES), "pawsx": len(PAWSX_LANGUAGES)}  # languages per task
+LANGUAGES = {"xnli": XNLI_LANGUAGES, "pawsx": PAWSX_LANGUAGES}  # each task's languages
 
 
 def study_space(method: str, args):
@@ -303,7 +303,7 @@ def reference_rows(finals: dict[str, pd.Series], tasks) -> list[dict]:
     for ref in REFERENCES:
         row = {"model": ref["model"]}
         for task in tasks:
-            n = LANGS[task]
+            n = len(LANGUAGES[task])
             en, mean = ref[f"{task}_en"], ref[f"{task}_mean"]
             row.update({f"{task}_en": en, f"{task}_mean": mean,
                         f"{task}_gap": None if en is None else en - (n * mean - en) / (n - 1)})
@@ -311,7 +311,7 @@ def reference_rows(finals: dict[str, pd.Series], tasks) -> list[dict]:
     for m, final in finals.items():
         row = {"model": f"{m} (this study)"}
         for task in tasks:
-            langs = [f"acc_{task}_{lang}" for lang in (XNLI_LANGUAGES if task == "xnli" else PAWSX_LANGUAGES)]
+            langs = [f"acc_{task}_{lang}" for lang in LANGUAGES[task]]
             row.update({f"{task}_en": final[f"acc_{task}_en"], f"{task}_mean": float(final[langs].mean()),
                         f"{task}_gap": final[f"gap_{task}"]})
         rows.append(row)
@@ -438,7 +438,7 @@ def write_results(results: Path, args) -> Path:
               f"{data['train_size']:,} pairs and {train['epochs']} epoch(s) on 2 CPU cores. Means are over the task's "
               "languages, English included, as the papers give them; the gap is English minus the mean of the "
               "others, computed from the two published figures (—: not published there).", "",
-              "| model | " + " | ".join(f"{names[t]} en | {names[t]} mean ({LANGS[t]}) | {names[t]} gap" for t in tasks)
+              "| model | " + " | ".join(f"{names[t]} en | {names[t]} mean ({len(LANGUAGES[t])}) | {names[t]} gap" for t in tasks)
               + " |", "|---|" + "---|---|---|" * len(tasks)]
     for r in refs:
         lines.append(f"| {r['model']} | " + " | ".join(num(r[f"{t}_{k}"]) for t in tasks for k in ("en", "mean", "gap"))
