@@ -123,6 +123,8 @@ def adjustment_loss(align: torch.Tensor, reg: torch.Tensor, base_rate: float) ->
     3.5
     """
     return align + base_rate * reg
+
+
 class AdjustmentParts(NamedTuple):
     total: torch.Tensor
     align: torch.Tensor
