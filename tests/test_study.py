@@ -170,3 +170,20 @@ def test_a_finished_stage_is_kept_and_not_run_again_on_another_machine(tmp_path)
     (results / "plain" / "final_heldout_leaderboard_trials.csv").write_text("gap\n1.0\n")
     assert study.done_runs(results) == ["plain"]
     assert study.run_stage("plain", args) == runs / "plain" and not (runs / "plain").exists()
+
+
+def test_a_finished_search_is_restored_from_the_results_folder_and_not_run_again(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = argparse.Namespace(results=str(results), storage=str(runs))
+    (results / "xlinglearn").mkdir(parents=True)
+    (results / "xlinglearn" / "leaderboard.csv").write_text("rank,config_id\n1,5e8aa1d5\n")
+    assert not study.restore_search("xlinglearn", args)  # a search the results folder does not hold whole
+    for name in ("leaderboard.md", "leaderboard_trials.csv", "search_space.yaml"):
+        (results / "xlinglearn" / name).write_text(name)
+
+    assert study.restore_search("xlinglearn", args)
+
+    run_dir = runs / "xlinglearn"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["leaderboard.csv", "leaderboard.md",
+                                                         "leaderboard_trials.csv", "search_space.yaml"]
+    assert (run_dir / "search_space.yaml").read_text() == "search_space.yaml"

@@ -233,6 +233,24 @@ def test_final_takes_configurations_below_the_constraint_only_when_asked(moo_run
     assert {j["config_id"] for j in feasible.values()} == set(done.loc[done["feasible"].astype(bool), "config_id"])
 
 
+def test_final_jobs_from_the_written_leaderboard_equal_those_from_the_trials(moo_run, tmp_path):
+    import shutil
+
+    from xling_ray.leaderboard.final import final_jobs
+    from xling_ray.leaderboard.table import load_leaderboard
+
+    # a copy of the run that kept only its written leaderboard and search space (a results folder)
+    for name in ("leaderboard.csv", "leaderboard_trials.csv", "search_space.yaml"):
+        shutil.copy2(moo_run / name, tmp_path / name)
+    written = load_leaderboard(tmp_path)
+    assert written.metrics == ("gap", "acc_target") and written.constraint.baseline == BASELINE_EN
+    for top, feasible_only in ((1, True), (3, False)):
+        assert final_jobs(tmp_path, top, "test", seeds=3, feasible_only=feasible_only, board=written) == \
+            final_jobs(moo_run, top, "test", seeds=3, feasible_only=feasible_only)
+    with pytest.raises(FileNotFoundError, match="leaderboard.csv"):
+        load_leaderboard(tmp_path / "nothing")
+
+
 def test_the_leaderboard_marks_the_pareto_front_of_the_feasible_configurations(moo_run):
     configs = read_leaderboard(moo_run / "leaderboard.csv")
     assert list(configs["feasible"]) == [bool(v >= BASELINE_EN) for v in configs["acc_en"].fillna(-1)]

@@ -43,7 +43,8 @@ never seen by the search, which evaluates 300 pairs per language of the remainin
 (``--search-eval``). The final evaluates all 600 held-out pairs per language.
 
 Each stage is a sweep under ``--storage``: running the command again resumes an
-interrupted stage and skips finished ones.
+interrupted stage and skips finished ones. A search the results folder keeps whole is
+restored from it where its run folder is gone (a fresh clone), and only its final runs.
 """
 from __future__ import annotations
 
@@ -174,6 +175,8 @@ def run_stage(method: str, args) -> Path:
     if method in done_runs(Path(args.results)):
         _log(f"{method}: done ({Path(args.results) / method})")
         return run_dir
+    if not (run_dir / "leaderboard.csv").exists() and restore_search(method, args):
+        _log(f"{method}: search restored from {Path(args.results) / method} (its trial folders are not here)")
     if not (run_dir / "leaderboard.csv").exists():
         resume = tune.Tuner.can_restore(str(run_dir))
         space = None if resume else study_space(method, args)
@@ -195,6 +198,20 @@ def run_stage(method: str, args) -> Path:
     return run_dir
 
 
+def restore_search(method: str, args) -> bool:
+    """Copy a finished search's kept files (its leaderboards and search space) from the results
+    folder into a run folder that lacks them (a fresh clone, another machine), so that its final
+    runs without searching again. True when it did."""
+    kept, run_dir = Path(args.results) / method, Path(args.storage).resolve() / method
+    search = [n for n in KEPT if not n.startswith("final")]
+    if not all((kept / n).exists() for n in search):
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in search:
+        shutil.copy2(kept / name, run_dir / name)
+    return True
+
+
 def run_finalist(run_dir: Path, args):
     """The final of one run: its finalist retrained with ``args.seeds`` seeds on the held-out
     part, and ``args.more_seeds`` more (a second Tune run, ``final-heldout-more/``) when the
@@ -203,13 +220,17 @@ def run_finalist(run_dir: Path, args):
 
     The finalist is the leaderboard's first row: the best-gap configuration that learned and
     is above the English floor, or, when none is, the best-gap one (collapsed configurations
-    and those below the floor rank last, so ``feasible_only=False`` takes that one)."""
+    and those below the floor rank last, so ``feasible_only=False`` takes that one). It is read
+    from the written leaderboard, which a restored search (:func:`restore_search`) has too."""
     from xling_ray.leaderboard.final import check_jobs, final_jobs, final_leaderboard, rank_trials, run_final
+    from xling_ray.leaderboard.table import load_leaderboard
     from xling_ray.tune.final import interrupted_jobs, run_final_jobs, save_jobs
     from xling_ray.tune.sweep import load_run_space
 
     overrides = {"data.eval_max_per_language": args.final_eval}
-    board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds, overrides=overrides, feasible_only=False)
+    searched = load_leaderboard(run_dir)
+    board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds, overrides=overrides, feasible_only=False,
+                      board=searched)
     sd = board.trials["gap"].std(ddof=1)
     more = interrupted_jobs(run_dir, "final-heldout-more")
     if more is None and not (args.more_seeds and sd > args.wide):
@@ -218,7 +239,7 @@ def run_finalist(run_dir: Path, args):
         _log(f"{run_dir.name}: gap sd {sd:.2f} over {len(board.trials)} seeds > {args.wide}: "
              f"{args.more_seeds} more seeds")
         every = final_jobs(run_dir, 1, "validation", heldout=True, seeds=args.seeds + args.more_seeds,
-                           overrides=overrides, feasible_only=False)
+                           overrides=overrides, feasible_only=False, board=searched)
         run = set(board.trials["seed"].astype(int))
         more = {k: job for k, job in every.items() if job["seed"] not in run}
         check_jobs(more, "validation", heldout=True)

@@ -25,18 +25,22 @@ from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, config_s
 
 
 def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False, seeds: int | None = None,
-               overrides: dict[str, Any] | None = None, feasible_only: bool = True) -> dict[str, dict[str, Any]]:
+               overrides: dict[str, Any] | None = None, feasible_only: bool = True,
+               board: Leaderboard | None = None) -> dict[str, dict[str, Any]]:
     """``job id -> {config_id, seed, settings, recipe}`` for the top ``top`` configurations,
     evaluated on ``split``, or with ``heldout`` on the part of the sweep's split that
     ``data.heldout`` set aside. Each runs with the seeds it was searched with, or with
     ``seeds``: the recipe's ``train.seed`` and the ``seeds - 1`` after it. ``overrides``
     (dotted recipe settings, e.g. ``data.eval_max_per_language``) apply to every job.
     With ``feasible_only=False`` the top configurations are taken in rank order even
-    when they are below the sweep's constraint (infeasible ones rank last)."""
+    when they are below the sweep's constraint (infeasible ones rank last). ``board`` is the
+    sweep's leaderboard, by default built from its trials; one written beside them
+    (:func:`~xling_ray.leaderboard.table.load_leaderboard`) serves where they are gone."""
     from xling_ray.tune.sweep import load_run_space
 
     space = load_run_space(run_dir)
-    board = build_leaderboard(run_dir, space)
+    if board is None:
+        board = build_leaderboard(run_dir, space)
     configs = board.configs
     ok = configs["status"] == "TERMINATED"
     if feasible_only and "feasible" in configs:
@@ -81,8 +85,9 @@ def check_jobs(jobs: dict[str, dict[str, Any]], split: str, heldout: bool) -> No
 def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: bool = False,
               seeds: int | None = None, overrides: dict[str, Any] | None = None,
               address: str | None = None, verbose: int = 0, feasible_only: bool = True,
-              mlflow: str | None = None) -> Leaderboard:
+              mlflow: str | None = None, board: Leaderboard | None = None) -> Leaderboard:
     """Retrain the top configurations on ``split`` and rank them; see the module docstring.
+    ``board``: the sweep's leaderboard, as :func:`final_jobs` takes it.
     Choosing and ranking happen here; the retraining is :func:`xling_ray.tune.final.run_final_jobs`."""
     from xling_ray.tune.final import final_name, interrupted_jobs, run_final_jobs, save_jobs
     from xling_ray.tune.sweep import load_run_space
@@ -91,7 +96,7 @@ def run_final(run_dir: str | Path, top: int = 3, split: str = "test", heldout: b
     name = final_name(split, heldout)
     jobs = interrupted_jobs(run_dir, name)  # an interrupted final run: the same jobs, whatever the leaderboard says now
     if jobs is None:
-        jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides, feasible_only)
+        jobs = final_jobs(run_dir, top, split, heldout, seeds, overrides, feasible_only, board)
         check_jobs(jobs, split, heldout)
         save_jobs(run_dir, name, jobs, mlflow)
     s = space.sweep

@@ -319,6 +319,25 @@ def write_leaderboard(board: Leaderboard, run_dir: str | Path, prefix: str = "le
 ID_COLUMNS = ("config_id", "trial_id", "trial_ids", "seed_list")
 
 
+def load_leaderboard(run_dir: str | Path, space: SearchSpace | None = None, prefix: str = "leaderboard") -> Leaderboard:
+    """The leaderboard :func:`write_leaderboard` wrote into ``run_dir``, read back, ranked as
+    written: for a run whose trial folders are gone (a results folder that kept only these
+    files, a fresh clone), where :func:`build_leaderboard` has nothing to read."""
+    import io
+
+    from xling_ray.tune.storage import read_text
+
+    if space is None:
+        space = _run_space(run_dir)
+    s = space.sweep if space else None
+    try:
+        configs, trials = (pd.read_csv(io.StringIO(read_text(run_dir, name)), dtype={c: str for c in ID_COLUMNS})
+                           for name in (f"{prefix}.csv", f"{prefix}_trials.csv"))
+    except FileNotFoundError as err:
+        raise RunNotFoundError(f"{run_dir}: no {prefix}.csv and {prefix}_trials.csv to read ({err})") from None
+    return Leaderboard(configs, trials, *((s.metrics, s.modes, s.constraint) if s else ()))
+
+
 def read_leaderboard(path: str | Path) -> pd.DataFrame:
     """Read a CSV that :func:`write_leaderboard` wrote, ids kept as text.
 
