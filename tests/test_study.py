@@ -41,6 +41,17 @@ def test_a_gap_closed_by_learning_less_is_not_a_win():
     assert study.verdict(_seeds([3.0, 5.0, 4.0], [40.0, 40.5, 39.5]), plain) == "gap within noise, learned less"
 
 
+def test_a_gap_closed_by_losing_english_is_not_a_win():
+    plain = pd.DataFrame({"gap": [7.0, 7.2, 6.8], "acc_target": [54.0, 54.5, 53.5], "acc_en": [61.0, 61.7, 60.3]})
+    # XLingLearn's pattern in bench/study: the gap fell 4.5 points, target accuracy held, English fell 5
+    lower_en = plain.assign(gap=plain["gap"] - 4.5, acc_en=plain["acc_en"] - 5.0)
+    assert study.verdict(lower_en, plain) == "closed by losing English"
+    # the same English drop with target accuracy risen beyond the noise: transfer gained, a win
+    assert study.verdict(lower_en.assign(acc_target=plain["acc_target"] + 3.0), plain) == "closed"
+    # English within its noise: closed
+    assert study.verdict(lower_en.assign(acc_en=plain["acc_en"] - 0.2), plain) == "closed"
+
+
 def test_a_finalist_is_the_default_only_when_every_searched_setting_equals_the_first_point():
     space = {"sweep": {"points_to_evaluate": [{"train.lr": 1.5e-4, "losses.xite.lda": True,
                                                "losses.xite.layer": 0, "losses.adjustment.word_vector": "mean"}]}}
@@ -116,6 +127,7 @@ def test_results_page_is_written_from_the_runs_numbers(tmp_path):
     assert f"| xlinglearn | -3.00 (± {math.sqrt(0.08 / 3):.2f}) |" in text
     assert "without losing target accuracy: xlinglearn." in text
     assert "(target accuracy fell beyond seed noise too): ding2022." in text
+    assert "(English fell beyond seed noise, target accuracy did not rise beyond it): none." in text
     assert "Widened the gap beyond seed noise: xite." in text and "Within seed noise: adjustment." in text
     assert "while target accuracy fell beyond it: continual." in text
     assert "| xnli_fr | 60.0 | 60.0 | 40.0 | 60.0 | 60.0 | 40.0 |" in text

@@ -297,6 +297,9 @@ def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
       fall beyond it;
     * ``closed by learning less``: the gap fell, but so did target accuracy (a model
       that learns nothing has a gap near 0, which is not a transfer win);
+    * ``closed by losing English``: the gap fell and target accuracy did not move beyond
+      seed noise, but English accuracy fell beyond it: the gap closed from above, and a
+      user of the target languages gains nothing;
     * ``widened``: the gap rose beyond seed noise;
     * ``gap within noise, learned less``: the gap did not move beyond seed noise but
       target accuracy fell beyond it (the method costs accuracy and buys no transfer);
@@ -308,7 +311,13 @@ def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
         return "gap within noise, learned less" if target_big and target < 0 else "within noise"
     if gap > 0:
         return "widened"
-    return "closed by learning less" if target_big and target < 0 else "closed"
+    if target_big and target < 0:
+        return "closed by learning less"
+    if "acc_en" in method and "acc_en" in plain and not (target_big and target > 0):
+        english, _, english_big = spread_test(method["acc_en"], plain["acc_en"])
+        if english_big and english < 0:
+            return "closed by losing English"
+    return "closed"
 
 
 def done_runs(results: Path) -> list[str]:
@@ -444,7 +453,9 @@ def write_results(results: Path, args) -> Path:
 
         lines += ["", f"**Verdict.** Lowered the gap beyond seed noise without losing target accuracy: "
                   f"{having('closed')}. Lowered the gap only by learning less (target accuracy fell beyond seed "
-                  f"noise too): {having('closed by learning less')}. Widened the gap beyond seed noise: "
+                  f"noise too): {having('closed by learning less')}. Lowered the gap only by losing English "
+                  f"accuracy (English fell beyond seed noise, target accuracy did not rise beyond it): "
+                  f"{having('closed by losing English')}. Widened the gap beyond seed noise: "
                   f"{having('widened')}. Gap within seed noise while target accuracy fell beyond it: "
                   f"{having('gap within noise, learned less')}. Within seed noise: {having('within noise')}."]
     refs = reference_rows(finals, tasks)
