@@ -331,15 +331,15 @@ def load_leaderboard(run_dir: str | Path, space: SearchSpace | None = None, pref
         space = _run_space(run_dir)
     s = space.sweep if space else None
     try:
-        configs, trials = (pd.read_csv(io.StringIO(read_text(run_dir, name)), dtype={c: str for c in ID_COLUMNS})
+        configs, trials = (read_leaderboard(io.StringIO(read_text(run_dir, name)))
                            for name in (f"{prefix}.csv", f"{prefix}_trials.csv"))
     except FileNotFoundError as err:
         raise RunNotFoundError(f"{run_dir}: no {prefix}.csv and {prefix}_trials.csv to read ({err})") from None
     return Leaderboard(configs, trials, *((s.metrics, s.modes, s.constraint) if s else ()))
 
 
-def read_leaderboard(path: str | Path) -> pd.DataFrame:
-    """Read a CSV that :func:`write_leaderboard` wrote, ids kept as text.
+def read_leaderboard(path) -> pd.DataFrame:
+    """Read a CSV that :func:`write_leaderboard` wrote (a path, or a text buffer), ids kept as text.
 
     Plain ``pd.read_csv`` turns a configuration id such as ``4611e919`` into
     ``inf`` and ``12345678`` into an integer."""
