@@ -20,13 +20,12 @@ prediction with the padded Trainer's.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import numpy as np
 import torch
 
-from _common import Stopwatch, save
+from _common import Stopwatch, parser, save
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets
 from xling_ray.models import load_model, load_tokenizer
@@ -70,26 +69,21 @@ class TrainerEvaluator:
         return self._seen["pred"].tolist()
 
 
-def full_tokenisation(tok, args) -> dict:
-    """Every validation pair of the 22 sets: tokenised, then filling and reading the cache."""
-    evals = load_eval_sets(DataConfig(data_dir=args.data_dir, languages=ALL_LANGUAGES))
-    sets = [d for per in evals.values() for d in per.values()]
-    with Stopwatch() as plain:
-        for d in sets:
-            encode(tok, d, args.max_length)
+def tokenisation(tok, sets: list, max_length: int) -> tuple[list, dict]:
+    """The sets encoded, and the seconds it takes: filling the cache (the sweep's first trial),
+    reading it (every later trial), and tokenising without it."""
     with tempfile.TemporaryDirectory() as cache:
         with Stopwatch() as cold:
-            for d in sets:
-                encode_cached(tok, d, args.max_length, cache)
+            encoded = [encode_cached(tok, d, max_length, cache) for d in sets]
         with Stopwatch() as warm:
-            for d in sets:
-                encode_cached(tok, d, args.max_length, cache)
-    return {"pairs": sum(len(d) for d in sets), "no_cache_s": plain.s, "cold_cache_s": cold.s, "warm_cache_s": warm.s}
+            encoded = [encode_cached(tok, d, max_length, cache) for d in sets]
+    with Stopwatch() as plain:
+        assert [encode(tok, d, max_length) for d in sets] == encoded
+    return encoded, {"cold_cache_s": cold.s, "warm_cache_s": warm.s, "no_cache_s": plain.s}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p = parser(__doc__)
     p.add_argument("--per-language", type=int, default=100, help="pairs per language set (of 2,490 / 2,000)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
@@ -112,13 +106,8 @@ def main() -> None:
         model[task] = load_model(model_cfg, get_benchmark(task).num_labels).eval()
 
     # Per-trial tokenisation: ours reads the cache (filled here once, as the sweep's first trial does).
-    with tempfile.TemporaryDirectory() as cache:
-        with Stopwatch() as cold:
-            encoded = {k: encode_cached(tok, d, args.max_length, cache) for k, d in sets.items()}
-        with Stopwatch() as warm:
-            encoded = {k: encode_cached(tok, d, args.max_length, cache) for k, d in sets.items()}
-    with Stopwatch() as plain_encode:
-        assert {k: encode(tok, d, args.max_length) for k, d in sets.items()} == encoded
+    encoded, tokenised = tokenisation(tok, list(sets.values()), args.max_length)
+    encoded = dict(zip(sets, encoded))
 
     with tempfile.TemporaryDirectory() as out:
         evaluators = {
@@ -127,7 +116,7 @@ def main() -> None:
             "Trainer, padded": TrainerEvaluator(model, tok, sets, args.max_length, args.batch_size, True, out),
             "Trainer, dynamic padding": TrainerEvaluator(model, tok, sets, args.max_length, args.batch_size, False, out),
         }
-        tokenise = {"ours": warm.s, **{n: e.tokenise_s for n, e in evaluators.items() if n != "ours"}}
+        tokenise = {"ours": tokenised["warm_cache_s"], **{n: e.tokenise_s for n, e in evaluators.items() if n != "ours"}}
         seconds = dict.fromkeys(evaluators, 0.0)
         preds: dict[str, dict] = {n: {} for n in evaluators}
         for task in evals:  # untimed warm-up: allocators, the Trainer's first-call set-up
@@ -140,14 +129,21 @@ def main() -> None:
                     preds[name][key] = run(key)
                 seconds[name] += t.s
     runs = {n: (tokenise[n], seconds[n], preds[n]) for n in evaluators}
-    full = full_tokenisation(tok, args) if args.full_tokenisation else None
+    full = None
+    if args.full_tokenisation:  # every validation pair of the 22 sets
+        every = [d for per in load_eval_sets(DataConfig(data_dir=args.data_dir, languages=ALL_LANGUAGES)).values()
+                 for d in per.values()]
+        full = {"pairs": sum(len(d) for d in every), **tokenisation(tok, every, args.max_length)[1]}
+
+    def accuracy(preds) -> dict:
+        return {f"{t}_{l}": 100.0 * float(np.mean(np.equal(preds[(t, l)], sets[(t, l)].labels))) for t, l in sets}
 
     reference = runs["Trainer, padded"][2]
+    ref_acc = accuracy(reference)
     rows = []
     for name, (tok_s, eval_s, preds) in runs.items():
-        acc = {f"{t}_{l}": 100.0 * float(np.mean(np.equal(preds[(t, l)], sets[(t, l)].labels))) for t, l in sets}
+        acc = accuracy(preds)
         differ = sum(int(a != b) for k in sets for a, b in zip(preds[k], reference[k]))
-        ref_acc = {f"{t}_{l}": 100.0 * float(np.mean(np.equal(reference[(t, l)], sets[(t, l)].labels))) for t, l in sets}
         rows.append({"evaluator": name, "tokenise_s": tok_s, "eval_s": eval_s, "pairs": n_pairs,
                      "pairs_per_s": n_pairs / eval_s, "end_to_end_s": tok_s + eval_s,
                      "predictions_differing_from_padded_trainer": differ,
@@ -162,7 +158,7 @@ def main() -> None:
     result = {"scale": {"layers": args.layers or 12, "per_language": args.per_language, "sets": len(sets), "pairs": n_pairs,
                         "max_length": args.max_length, "batch_size": args.batch_size, "threads": args.threads,
                         "mean_tokens": float(np.mean(lengths))},
-              "tokenisation": {"cold_cache_s": cold.s, "warm_cache_s": warm.s, "no_cache_s": plain_encode.s},
+              "tokenisation": tokenised,
               "full_tokenisation": full,
               "rows": rows}
     save(f"eval_{args.tag}" if args.tag else "eval", result)

@@ -15,18 +15,15 @@ so leaving it on in the baselines alone would flatter the methods.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from xling_ray.config import DataConfig, LossConfig, ModelConfig
+from _common import median_step_seconds, parser, save, step_batches
+from xling_ray.config import DataConfig, LossConfig, ModelConfig, RecipeConfig
 from xling_ray.data import get_benchmark, load_train_set
+from xling_ray.data.batches import encode
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.data.batches import collate, encode
 from xling_ray.train.loop import model_config_for
-from _common import save
-from _timing import median_step_seconds
-from xling_ray.config import RecipeConfig
 
 XLL_ALL = {"w_ce_perturbed": 1.0, "w_dispersion": 0.1, "w_attention": 0.1, "w_ot": 0.1, "ot_eps": 0.05}
 DING_ALL = {"w_robust": 1.0, "gamma": 0.1, "w_attention_pull": 0.1, "steps": 1}
@@ -46,8 +43,7 @@ def time_case(model_cfg: ModelConfig, losses: LossConfig, data, tok, batch_size:
     model = load_model(model_config_for(recipe), num_labels=get_benchmark("xnli").num_labels)
     state = {"train_token_ids": sorted({i for s in data.input_ids for i in s}),
              "special_ids": sorted(tok.all_special_ids), "tokenizer": tok}
-    batches = [collate(data, list(range(r * batch_size, (r + 1) * batch_size)), tok.pad_token_id) for r in range(steps + 1)]
-    return median_step_seconds(model, batches, losses, state)
+    return median_step_seconds(model, step_batches(data, batch_size, steps + 1, tok.pad_token_id), losses, state)
 
 
 def measure(data_dir: str, batch_size: int = 16, steps: int = 4, layers: int | None = None,
@@ -69,8 +65,7 @@ def measure(data_dir: str, batch_size: int = 16, steps: int = 4, layers: int | N
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p = parser(__doc__)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--layers", type=int, default=None, help="keep the first k layers (default: all 12)")

@@ -16,7 +16,6 @@ Wall time covers each side's whole run: Ray's start, every trial, Ray's shutdown
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -25,48 +24,25 @@ import time
 import numpy as np
 from ray import cloudpickle
 
-from _common import save
-from xling_ray.config import ModelConfig, RecipeConfig
+from _common import parser, save, small_recipe, sweep_trials
+from xling_ray.config import XNLI_LANGUAGES
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import bench/
 
-XNLI_LANGUAGES = ("en", "ar", "bg", "de", "el", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 
-
-def recipe_for(args) -> RecipeConfig:
-    return RecipeConfig.model_validate({
-        "model": ModelConfig(freeze_word_embeddings=True, max_length=64, num_layers=args.layers).model_dump(),
-        "data": {"data_dir": os.path.abspath(args.data_dir), "tasks": ["xnli"], "languages": list(XNLI_LANGUAGES),
-                 "train_size": args.train_size, "eval_max_per_language": args.per_language},
-        "train": {"epochs": 1, "eval_batch_size": 64},
-        "scaling": {"num_workers": 1, "cpus_per_worker": args.cpus, "use_gpu": False},
-    })
-
-
-def run_ours(recipe: RecipeConfig, trials: int) -> dict:
-    from ray.tune import ExperimentAnalysis
-
-    from xling_ray.tune.space import SearchSpace
-    from xling_ray.tune.sweep import run_sweep
-
-    space = SearchSpace.model_validate({
+def run_ours(recipe, trials: int) -> dict:
+    wall, results = sweep_trials({
         "recipe": recipe.model_dump(),
         "search": {"train.lr": {"loguniform": [2e-5, 2e-4]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]},
                    "train.batch_size": {"choice": [8, 16]}},
         "sweep": {"num_samples": trials, "seeds": 1, "seed": 0, "max_concurrent_trials": 1},
     })
-    with tempfile.TemporaryDirectory() as storage:
-        t0 = time.perf_counter()
-        run_dir = run_sweep(space, storage=storage, name="peer", verbose=0)
-        wall = time.perf_counter() - t0
-        results = [t.last_result for t in ExperimentAnalysis(str(run_dir)).trials]
     best = min(results, key=lambda r: r["gap"])
-    return {"wall_s": wall, "best_gap": best["gap"], "best_acc_en": best["acc_en"],
-            "best_config": {k: v for k, v in best["config"].items()},
+    return {"wall_s": wall, "best_gap": best["gap"], "best_acc_en": best["acc_en"], "best_config": best["config"],
             "gaps": [r["gap"] for r in results]}
 
 
-def run_peer(recipe: RecipeConfig, trials: int, cpus: int) -> dict:
+def run_peer(recipe, trials: int, cpus: int) -> dict:
     import ray
     from datasets import Dataset
     from optuna.samplers import TPESampler
@@ -75,6 +51,7 @@ def run_peer(recipe: RecipeConfig, trials: int, cpus: int) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from xling_ray.data import load_eval_sets, load_train_set
+    from xling_ray.metrics import transfer_gap
     from xling_ray.models import load_model, load_tokenizer
 
     t0 = time.perf_counter()
@@ -102,7 +79,7 @@ def run_peer(recipe: RecipeConfig, trials: int, cpus: int) -> dict:
         def compute_metrics(p):
             correct = p.predictions.argmax(-1) == p.label_ids
             acc = {lang: 100.0 * correct[languages == lang].mean() for lang in evals}
-            return {"acc_en": acc["en"], "gap": acc["en"] - np.mean([v for k, v in acc.items() if k != "en"])}
+            return {"acc_en": acc["en"], "gap": transfer_gap(acc)}
 
         with tempfile.TemporaryDirectory() as out:
             args = TrainingArguments(output_dir=out, num_train_epochs=1, per_device_eval_batch_size=64,
@@ -129,8 +106,7 @@ def run_peer(recipe: RecipeConfig, trials: int, cpus: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p = parser(__doc__)
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--train-size", type=int, default=200)
     p.add_argument("--per-language", type=int, default=30)
@@ -139,7 +115,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="searches per side, in ABBA order")
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    recipe = recipe_for(args)
+    recipe = small_recipe(args, data={"tasks": ["xnli"], "languages": list(XNLI_LANGUAGES)})
     result = {"scale": {k: getattr(args, k) for k in ("trials", "train_size", "per_language", "layers", "cpus", "repeats")}}
     sides = {"xling_ray": lambda: run_ours(recipe, args.trials), "peer": lambda: run_peer(recipe, args.trials, args.cpus)}
     for r in range(args.repeats):

@@ -1,6 +1,6 @@
 """The cost of a sweep, part by part, against the alternative a user would pick; writes bench/RESULTS.md.
 
-    python bench/run.py --data-dir ../shared/data [--only eval,overhead,peer,search,methods] [--scale small|medium]
+    python bench/run.py --data-dir ../shared/data [--only eval,overhead,peer,early,methods] [--scale small|medium]
     python bench/run.py --report        # rebuild RESULTS.md from bench/results/*.json only
 
 Each item runs in its own process (its own Ray, its own memory) and writes
@@ -17,20 +17,21 @@ import subprocess
 import sys
 
 import json
+from pathlib import Path
 
 from _common import BENCH, RESULTS_DIR, load
 
 SCRIPTS = {"eval": "eval_speed.py", "overhead": "trial_overhead.py", "peer": "peer_search.py",
-           "search": "search_efficiency.py", "methods": "method_step_cost.py"}
+           "early": "early_stopping.py", "methods": "method_step_cost.py"}
 #: Sizes that finish each item in about 5-15 minutes on 2 loaded cores ("small") or want a quiet machine ("medium").
 SCALES = {
     "small": {"eval": "--per-language 200 --layers 4", "overhead": "--trials 3 --train-size 32 --per-language 10",
               "peer": "--trials 3 --train-size 160 --per-language 20 --layers 3",
-              "search": "--epochs 3 --train-size 96 --per-language 20 --layers 2",
+              "early": "",  # the quickstart budget as shipped: hours on 2 cores
               "methods": "--layers 4 --max-length 64 --steps 3"},
     "medium": {"eval": "--per-language 200", "overhead": "--trials 5 --train-size 64 --per-language 50",
                "peer": "--trials 6 --train-size 1000 --per-language 100 --layers 6",
-               "search": "--epochs 3 --train-size 500 --per-language 100 --layers 6",
+               "early": "--num-samples 12",
                "methods": "--max-length 64"},
 }
 TRIAL_S = 300.0  # the issue's reference trial: 5 minutes
@@ -58,18 +59,24 @@ def _verdict(ok) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
 
 
-def write_report() -> str:
-    ov, peer, search, methods = (load(k) for k in ("overhead", "peer", "search", "methods"))
-    evals = [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS_DIR.glob("eval*.json"))]
+def write_report(early: dict | None = None, path: Path | None = None) -> str:
+    """RESULTS.md (or ``path``) from ``bench/results/*.json``; ``early``: item 4's results where they are
+    not (yet) ``bench/results/early_stopping.json`` (``bench/early_stopping.py`` passes its own)."""
+    from early_stopping import item_four
+
+    ov, peer, methods = (load(k) for k in ("overhead", "peer", "methods"))
+    early = early if early is not None else load("early_stopping")
+    evals = [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS_DIR.glob("eval*.json")) if p.stem != "eval_clock"]
     ev = evals[0][1] if evals else None
     loads = [r["machine"]["load_1min_at_start"] for _, r in evals] + [
-        r["machine"]["load_1min_at_start"] for r in (ov, peer, search, methods) if r] or [float("nan")]
-    machines = {r["machine"]["cpu"] + f", {r['machine']['cores']} cores" for r in (ev, ov, peer, search, methods) if r}
-    out = ["# Benchmarks: the cost of a sweep (issue 8)", "",
+        r["machine"]["load_1min_at_start"] for r in (ov, peer, early, methods) if r and "machine" in r] or [float("nan")]
+    machines = {r["machine"]["cpu"] + f", {r['machine']['cores']} cores" for r in (ev, ov, peer, early, methods)
+                if r and "machine" in r}
+    out = ["# Benchmarks: the cost of a sweep", "",
            "Written by `python bench/run.py` from its own measurements (`bench/results/*.json`); do not edit by hand.", "",
-           f"Machine: {'; '.join(sorted(machines)) or 'n/a'}; torch CPU, no GPU. **No GPU machine was lent to this "
-           "work**, so the GPU figures the issue asks for (training-step and evaluation throughput with the offline "
-           "model and an XLM-R-base-size model built from a config) are not measured.",
+           f"Machine: {'; '.join(sorted(machines)) or 'n/a'}; torch CPU, no GPU. Every figure here was measured on that "
+           "CPU machine; GPU throughput (training step and evaluation of the offline model and an XLM-R-base-size "
+           "model) is part c of the GPU bundle (`bench/gpu/`), not measured yet ([gpu/RESULTS.md](gpu/RESULTS.md)).",
            "",
            "The machine is shared with other engineers' jobs (1-minute load averages of "
            f"{min(loads):.1f}-{max(loads):.1f} on 2 cores at the items' starts), and items ran side by side to fit the "
@@ -221,53 +228,9 @@ def write_report() -> str:
                     "noise, more trials at a larger budget are needed to separate the two.", ""]
         sections.append("\n".join(sec))
 
-    if search:
-        share = search["reached_share_of_grid_epochs"]
-        out.append(f"| 4 | ASHA + Optuna vs full grid: compute to come within 0.5 gap points of the grid's best | <= 30 % "
-                   f"of the grid's compute | {_fmt(None if share is None else 100 * share, '.0f')} % of its epochs "
-                   f"({_fmt(None if share is None else 100 * search['reached_share_of_grid_seconds'], '.0f')} % of its "
-                   f"trial seconds), reached by trial {(search['reached'] or {}).get('trial', 'n/a')}; whole ASHA run "
-                   f"{100 * search['asha_epochs'] / search['grid_epochs']:.0f} % of the grid's epochs, "
-                   f"{sum(1 for r in search['asha'] if r['epochs'] is not None and r['epochs'] < search['scale']['epochs'])} "
-                   "trials stopped early | "
-                   + ("**not shown** (ASHA stopped no trial: the figure is the sampler's luck)" if not any(
-                       r["epochs"] is not None and r["epochs"] < search["scale"]["epochs"] for r in search["asha"])
-                      else _verdict(None if share is None else share <= 0.3)) + " |")
-        s = search["scale"]
-        sec = _head("4. Search efficiency", "search_efficiency.py", search) + [
-               f"Space: lr in {s['lrs']} x batch size in [8, 16] (6 points), both tasks, offline model cut to "
-               f"{s['layers']} layers, {s['train_size']} English pairs per task, {s['per_language']} evaluation pairs "
-               f"per language, {s['epochs']} epochs. ASHA: grace 1 epoch, reduction factor {s['reduction_factor']}, "
-               "TPE with 3 random start-up trials, as many configurations as the grid.", "",
-               f"Grid best gap {search['grid_best_gap']:.2f} ({search['grid_epochs']:.0f} epochs, "
-               f"{search['grid_seconds']:.0f} trial seconds); ASHA best gap {search['asha_best_gap']:.2f} "
-               f"({search['asha_epochs']:.1f} epochs, {search['asha_seconds']:.0f} trial seconds); within "
-               f"{s['tolerance']} of the grid's best at: {search['reached']}.", "",
-               "| run | config | epochs | gap | acc_en |", "|---|---|---|---|---|"]
-        for name in ("grid", "asha"):
-            for r in search[name]:
-                sec.append(f"| {name} | {r['config']} | {_fmt(r['epochs'], '.1f')} | {_fmt(r['gap'])} | {_fmt(r['acc_en'])} |")
-        max_t = s["epochs"]
-        stopped = sum(1 for r in search["asha"] if r["epochs"] is not None and r["epochs"] < max_t)
-        configs = [tuple(sorted(r["config"].items())) for r in search["asha"]]
-        flat = sum(1 for r in search["grid"] if r["gap"] == 0.0)
-        sec += ["", f"ASHA stopped {stopped} of {len(search['asha'])} trials early; TPE drew "
-                f"{len(set(configs))} distinct configurations in {len(configs)} trials; {flat} of the "
-                f"{len(search['grid'])} grid points have a gap of exactly 0 (equal accuracy in every "
-                "language: what a model that predicts the same class for every pair scores, since the languages share ids "
-                "and labels). One run of each, one seed, "
-                f"{s['per_language']} pairs per language: whether ASHA's first trials land near the grid's best is luck "
-                "at this size, and with most gaps tied ASHA's rung has nothing to cut; a meaningful figure needs a "
-                "budget at which trials learn, repeats over sampler seeds, and a space with more points than trials. "
-                "On 2 CPU cores no budget that fits a bench run gets XNLI or PAWS-X off chance (item 3); what would "
-                "close it is a GPU machine, with a larger budget (`--set search=\"--layers 12 --train-size 5000 "
-                "--per-language 100\"`) and the bench's recipes switched to `scaling.use_gpu` (they train on CPU "
-                "today; untested on a GPU, since none was lent).", ""]
-        if share is None or share > 0.3:
-            sec += ["**Goal missed** here. ASHA pays at least one epoch for every configuration it tries, so on a "
-                    "6-point space with 3 epochs it cannot go below 1/3 of the grid unless a near-best point comes "
-                    "first; it pays off on larger spaces and longer budgets (more rungs).", ""]
-        sections.append("\n".join(sec))
+    row, section = item_four(early)  # measured, or how to measure it
+    out.append(row)
+    sections.append(section)
 
     if methods:
         worst = max(r["x_baseline"] for r in methods["rows"] if r["baseline"])
@@ -310,11 +273,12 @@ def write_report() -> str:
                 f"at trial ends: {', '.join(_fmt(x, '.0f') for x in at_exit)} MB.", ""]
         sections.append("\n".join(sec))
 
-    missing = [k for k, r in zip(("eval", "overhead", "peer", "search", "methods"), (ev, ov, peer, search, methods)) if not r]
+    missing = [k for k, r in zip(("eval", "overhead", "peer", "early stopping (item 4)", "methods"),
+                                 (ev, ov, peer, early, methods)) if not r]
     out += ["", "Not measured in this run: " + (", ".join(missing) if missing else "nothing of items 1-6")
             + "; GPU figures (no GPU machine).", ""]
     text = "\n".join(out + sections)
-    (BENCH / "RESULTS.md").write_text(text)
+    (Path(path) if path is not None else BENCH / "RESULTS.md").write_text(text)
     return text
 
 

@@ -8,26 +8,24 @@ setting (frozen, length 64) and a 6-layer cut of it. Numbers depend on the machi
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 
 import torch
 
+from _common import median_step_seconds, parser, step_batches
 from xling_ray.config import ALL_LANGUAGES, DataConfig, LossConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
+from xling_ray.data.batches import encode
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.data.batches import collate, encode
 from xling_ray.train.evaluate import evaluate
-from _timing import median_step_seconds
 
 
 def time_step(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int, repeats: int) -> float:
     tok = load_tokenizer(model_cfg)
     data = encode(tok, load_train_set(data_cfg, "xnli"), model_cfg.max_length)
     model = load_model(model_cfg, num_labels=get_benchmark("xnli").num_labels)
-    batches = [collate(data, list(range(r * batch_size, (r + 1) * batch_size)), tok.pad_token_id) for r in range(repeats + 1)]
-    return median_step_seconds(model, batches, LossConfig())
+    return median_step_seconds(model, step_batches(data, batch_size, repeats + 1, tok.pad_token_id), LossConfig())
 
 
 def time_eval(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int) -> tuple[float, int]:
@@ -46,8 +44,7 @@ def time_eval(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int) -> 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p = parser(__doc__)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)

@@ -10,22 +10,22 @@ adjustment against a plain step.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from _common import median_step_seconds, parser, step_batches
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig, RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
+from xling_ray.data.batches import encode
 from xling_ray.methods.adjustment import align_corpus
-from xling_ray.methods.xite.blocks import LanguageLDA, match_to_english
-from xling_ray.models.encode import encode_texts
-from xling_ray.models import load_model, load_tokenizer
-from xling_ray.data.batches import collate, encode
-from _timing import median_step_seconds
-from xling_ray.methods.target_text import parallel_pairs, target_pairs
 from xling_ray.methods.adjustment.prepare import prepare_adjustment
+from xling_ray.methods.target_text import parallel_pairs, target_pairs
+from xling_ray.methods.xite.blocks import LanguageLDA, match_to_english
 from xling_ray.methods.xite.prepare import prepare_xite
+from xling_ray.models import load_model, load_tokenizer
+from xling_ray.models.encode import encode_texts
+from xling_ray.tune.space import off_settings
 
 
 def timed(fn):
@@ -35,8 +35,7 @@ def timed(fn):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p = parser(__doc__)
     p.add_argument("--per-language", type=int, default=100, help="pool pairs per target language")
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args()
@@ -76,14 +75,13 @@ def main() -> None:
     state = {"train_token_ids": [], "special_ids": sorted(tok.all_special_ids), "tokenizer": tok,
              "xite": prepare_xite(model, tok, train_data, train, targets, recipe.losses.xite, 64, tok.pad_token_id),
              "adjustment": prepare_adjustment(model, tok, pairs[:200], recipe.losses.adjustment, 64)}
-    variants = {"plain": recipe.losses.model_copy(update={"xite": recipe.losses.xite.model_copy(update={"ratio": 0.0}),
-                                                          "adjustment": recipe.losses.adjustment.model_copy(update={"regime": "off"})}),
-                "XITE (ratio 0.5)": recipe.losses.model_copy(update={"adjustment": recipe.losses.adjustment.model_copy(update={"regime": "off"})}),
-                "continual adjustment (16 pairs)": recipe.losses.model_copy(update={"xite": recipe.losses.xite.model_copy(update={"ratio": 0.0})})}
-    step_rows = []
-    batches = [collate(train, list(range(16 * r, 16 * (r + 1))), tok.pad_token_id) for r in range(args.steps + 1)]
-    for name, losses in variants.items():
-        step_rows.append((name, median_step_seconds(model, batches, losses, state)))
+    off = off_settings()  # what switches each method off: all of it is the product's plain fine-tuning
+    xite_off, adjustment_off = ({k: off[k]} for k in ("losses.xite.ratio", "losses.adjustment.regime"))
+    variants = {"plain": recipe.with_updates(off).losses,
+                "XITE (ratio 0.5)": recipe.with_updates(adjustment_off).losses,
+                "continual adjustment (16 pairs)": recipe.with_updates(xite_off).losses}
+    batches = step_batches(train, 16, args.steps + 1, tok.pad_token_id)
+    step_rows = [(name, median_step_seconds(model, batches, losses, state)) for name, losses in variants.items()]
     print(f"offline model, frozen word embeddings, length 64, torch threads {torch.get_num_threads()}")
     print("| preparation (once per task and trial) | seconds |\n|---|---|")
     for name, t in rows:

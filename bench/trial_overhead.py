@@ -22,7 +22,6 @@ the driver and all its descendant processes (Ray's daemons and trial actors) eve
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -33,8 +32,8 @@ import time
 
 from ray import cloudpickle
 
-from _common import save
-from xling_ray.config import ModelConfig, RecipeConfig
+from _common import parser, save, small_recipe
+from xling_ray.config import RecipeConfig
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import bench/
 
@@ -119,22 +118,14 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def forget_encodings(recipe: RecipeConfig) -> int:
+def forget_encodings(recipe: RecipeConfig) -> None:
     """Delete this recipe's entries from the tokenisation cache (so the first trial is cold)."""
-    from xling_ray.data import load_eval_sets, load_train_set
-    from xling_ray.models import load_tokenizer
-    from xling_ray.train.cache import cache_key, default_encoded_dir
+    from xling_ray.train.cache import cache_key, default_encoded_dir, recipe_sets
 
-    tok = load_tokenizer(recipe.model)
-    sets = [d for per in load_eval_sets(recipe.data).values() for d in per.values()]
-    sets += [load_train_set(recipe.data, t) for t in recipe.data.tasks]
-    n = 0
+    tok, sets = recipe_sets(recipe)
     for d in sets:
-        path = default_encoded_dir(recipe.model.cache_dir) / f"{cache_key(tok, d, recipe.model.max_length)}.npz"
-        if path.is_file():
-            path.unlink()
-            n += 1
-    return n
+        (default_encoded_dir(recipe.model.cache_dir) / f"{cache_key(tok, d, recipe.model.max_length)}.npz").unlink(
+            missing_ok=True)
 
 
 def run(space, through_ray_train: bool, reuse_actors: bool = True) -> dict:
@@ -206,8 +197,7 @@ def run(space, through_ray_train: bool, reuse_actors: bool = True) -> dict:
 def main() -> None:
     from xling_ray.tune.space import SearchSpace
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p = parser(__doc__)
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--train-size", type=int, default=32, help="English pairs per task (2 steps of 16)")
     p.add_argument("--per-language", type=int, default=10)
@@ -218,13 +208,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     space = SearchSpace.model_validate({
-        "recipe": RecipeConfig.model_validate({
-            "model": ModelConfig(freeze_word_embeddings=True, max_length=64, num_layers=args.layers).model_dump(),
-            "data": {"data_dir": os.path.abspath(args.data_dir), "train_size": args.train_size,
-                     "eval_max_per_language": args.per_language},
-            "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64},
-            "scaling": {"num_workers": 1, "cpus_per_worker": args.cpus, "use_gpu": False},
-        }).model_dump(),
+        "recipe": small_recipe(args, train={"batch_size": 16}).model_dump(),
         "search": {"train.lr": {"loguniform": [2e-5, 2e-4]}},
         "sweep": {"num_samples": args.trials, "seeds": 1, "sampler": "random", "max_concurrent_trials": 1},
     })

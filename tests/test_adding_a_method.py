@@ -60,7 +60,7 @@ def test_the_toy_method_is_typed_settings_a_term_and_a_preparation(toy_recipe):
 def test_unregistering_the_toy_takes_its_section_out_of_recipes(toy_recipe, tiny_recipe):
     from xling_ray.methods import registered_methods, unregister
 
-    assert "toy" in tiny_recipe.model_validate(tiny_recipe.model_dump()).model_dump()["losses"]
+    assert "toy" in toy_recipe.model_validate(toy_recipe.model_dump()).model_dump()["losses"]
     unregister("toy")
     assert "toy" not in [m.key for m in registered_methods()]
     assert "toy" not in tiny_recipe.model_validate({**tiny_recipe.model_dump(), "losses": {}}).model_dump()["losses"]

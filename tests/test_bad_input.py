@@ -198,6 +198,68 @@ def test_a_malformed_set_override(tiny_recipe, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_num_samples_below_one(tiny_recipe, tmp_path, capsys):
+    space = write_space(tmp_path, tiny_recipe, search={"train.lr": {"loguniform": [1e-4, 1e-3]}})
+    for n in ("0", "-2"):
+        assert sweep(space, tmp_path / "runs", "--num-samples", n) == 2
+        one_error_line(capsys, f"--num-samples {n}", "at least 1")
+    assert not (tmp_path / "runs").exists()
+
+
+def _searching_space(tiny_recipe, tmp_path: Path) -> Path:
+    return write_space(tmp_path, tiny_recipe, search={"train.lr": {"loguniform": [1e-4, 1e-3]}})
+
+
+def _final_run_folder(space: Path, tmp_path: Path) -> Path:
+    """A folder holding what `final` reads before Ray starts: the sweep's saved space."""
+    run = tmp_path / "runs" / "done"
+    run.mkdir(parents=True)
+    (run / "search_space.yaml").write_text(space.read_text())
+    return run
+
+
+@pytest.mark.parametrize("key, nearest", [("train.lrr", "recipe.train.lr"), ("recipe.trian.epochs", "recipe.train.epochs"),
+                                          ("data.eval_max_per_lang", "recipe.data.eval_max_per_language")])
+def test_a_set_key_that_names_no_setting_says_the_nearest(tiny_recipe, tmp_path, capsys, key, nearest):
+    space = _searching_space(tiny_recipe, tmp_path)
+    assert sweep(space, tmp_path / "runs", "--set", f"{key}=1") == 2
+    one_error_line(capsys, f"--set {key}: no such setting; did you mean {nearest}?")
+    assert not (tmp_path / "runs").exists()
+    run = _final_run_folder(space, tmp_path)
+    assert main(["final", str(run), "--set", f"{key}=1", "--quiet"]) == 2
+    one_error_line(capsys, f"--set {key}: no such setting; did you mean {nearest}?")
+    assert sorted(p.name for p in run.iterdir()) == ["search_space.yaml"]
+
+
+def test_a_set_key_the_space_searches_says_so(tiny_recipe, tmp_path, capsys):
+    space = _searching_space(tiny_recipe, tmp_path)
+    for key in ("train.lr", "recipe.train.lr"):
+        assert sweep(space, tmp_path / "runs", "--set", f"{key}=abc") == 2
+        one_error_line(capsys, f"--set {key}: {space} searches train.lr (loguniform [0.0001, 0.001])")
+    assert not (tmp_path / "runs").exists()
+    run = _final_run_folder(space, tmp_path)
+    assert main(["final", str(run), "--set", "train.lr=1e-4", "--quiet"]) == 2
+    one_error_line(capsys, f"--set train.lr: the sweep in {run} searches train.lr")
+
+
+def test_sweep_final_and_train_read_set_keys_alike(tiny_recipe, tmp_path):
+    """`train.epochs` and `recipe.train.epochs` are one key everywhere; `sweep.` keys only in `sweep`."""
+    from xling_ray.cli import _overrides, _recipe_overrides, build_parser
+
+    def parsed(*argv):
+        return build_parser().parse_args(["train", "best.yaml", *argv])
+
+    short, full = parsed("--set", "train.epochs=3"), parsed("--set", "recipe.train.epochs=3")
+    assert _overrides(short, with_sweep=True) == _overrides(full, with_sweep=True) == {"recipe.train.epochs": 3}
+    assert _recipe_overrides(short) == _recipe_overrides(full) == {"train.epochs": 3}
+    assert _overrides(parsed("--set", "sweep.num_samples=2"), with_sweep=True) == {"sweep.num_samples": 2}
+    with pytest.raises(ValueError, match="no such setting"):
+        _recipe_overrides(parsed("--set", "sweep.num_samples=2"))
+    # A mapping's entries are settings too.
+    assert _recipe_overrides(parsed("--set", "model.config_overrides.hidden_size=32")) == {
+        "model.config_overrides.hidden_size": 32}
+
+
 def _offline_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     """The CLI in a fresh process with the hub unreachable (HF_HUB_OFFLINE, as CI and a closed
     network have it): the hub's own client decides, nothing is patched."""
@@ -225,3 +287,21 @@ def test_a_hub_model_name_that_cannot_be_reached(tiny_recipe, tmp_path):
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("xling-ray: error: model.name='xlm-roberta-base': not a local model folder"), line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_memory_cap_on_a_gpu_trial_is_refused(tiny_recipe, tmp_path, capsys):
+    """``scaling.memory_limit_gb`` caps address space (``RLIMIT_AS``), which CUDA reserves in bulk
+    when it starts: with a GPU it would break the trial, not guard it."""
+    doc = {"recipe": tiny_recipe.model_dump(mode="json"), "search": {}, "sweep": {"num_samples": 1, "seeds": 1}}
+    doc["recipe"]["scaling"].update({"use_gpu": True, "memory_limit_gb": 2})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(doc))
+    assert sweep(space, tmp_path / "runs") == 2
+    one_error_line(capsys, str(space), "scaling: Value error, scaling.memory_limit_gb=2 caps a process's address space",
+                   "not with a GPU (scaling.use_gpu)")
+    assert not (tmp_path / "runs").exists()
+    # The same cap given on the command line to a GPU sweep: the same line.
+    doc["recipe"]["scaling"].update({"use_gpu": None})
+    space.write_text(yaml.safe_dump(doc))
+    assert sweep(space, tmp_path / "runs", "--gpus-per-trial", "0.5") == 2
+    one_error_line(capsys, "not with a GPU (scaling.use_gpu)")

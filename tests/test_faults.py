@@ -17,6 +17,7 @@ import psutil
 import pytest
 import yaml
 
+from conftest import assert_figures_of_an_uninterrupted_run
 from xling_ray.cli import main
 from xling_ray.leaderboard.table import read_leaderboard
 
@@ -164,21 +165,7 @@ def test_fault_a_killed_trial_process_is_retried_from_its_checkpoint_and_ends_as
     assert len(board) == 1 and board.loc[0, "status"] == "TERMINATED"
 
     # Its final figures are those of a run never interrupted (same recipe and seed, on the CPU, one thread).
-    import torch
-
-    from xling_ray.train import run_recipe
-    from xling_ray.train.session import LocalSession
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = run_recipe(fault_recipe, LocalSession())
-    finally:
-        torch.set_num_threads(threads)
-    compared = [k for k in reference if k.startswith(("acc_", "gap", "loss_", "top_class_"))]
-    assert any(k.startswith("loss_") for k in compared)
-    for key in compared:
-        assert lines[-1][key] == pytest.approx(reference[key], abs=1e-9), key
+    assert_figures_of_an_uninterrupted_run(lines[-1], fault_recipe)
 
 
 # ---------------------------------------------------------------- Ctrl-C

@@ -1,8 +1,11 @@
 """Trials packed onto a GPU: ``--gpus-per-trial F`` (one worker on a fraction F of a GPU).
 
-The arithmetic is Ray's: a local Ray started with a fake GPU (``num_gpus=1`` on a machine
-without one) schedules trials asking for the product's own resources (``trial_resources``):
-four trials of 0.25 run at once and a fifth waits for one of them to end.
+A local Ray started with a fake GPU (``num_gpus=1`` on a machine without one) schedules
+trials asking for the product's own resources (``trial_resources``): four of 0.25 run at once
+(a sleeping trial, so that they overlap) and a fifth waits for one of them to end. The
+product's own trial (:func:`xling_ray.tune.sweep.sweep_trainable`: ``run_trial`` holding those
+resources) runs there too: given GPU 0 by Ray, it finds no CUDA device in this CPU build of
+torch and fails at once with one line naming both.
 """
 from __future__ import annotations
 
@@ -33,9 +36,12 @@ def test_one_worker_on_a_fraction_of_a_gpu_trains_in_the_trial_holding_that_frac
 
 def test_a_shared_gpu_trial_runs_the_loop_in_process_on_cuda(monkeypatch):
     """The trial's own session, on the GPU Ray gave it (cuda:0 in its process), no TorchTrainer."""
+    import torch
+
     from xling_ray.tune import trainable
 
     seen = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the machine around the trial has a GPU
     monkeypatch.setattr(trainable, "run_recipe", lambda r, session: seen.update(device=session.device, recipe=r))
     monkeypatch.setattr(trainable, "make_trainer", lambda *a, **k: pytest.fail("a shared-GPU trial started Ray Train"))
     trainable._run(_recipe(use_gpu=True, gpus_per_worker=0.25, cpus_per_worker=1))
@@ -94,3 +100,26 @@ def test_four_quarter_gpu_trials_run_at_once_and_a_fifth_waits(ray_with_one_fake
         peak = max(peak, running)
     assert peak == 4, spans  # four at once, never five
     assert spans[4][0] >= min(end for _, end in spans[:4]) - 0.05, spans  # the fifth waited for one to end
+
+
+def test_the_products_trial_on_a_fake_gpu_is_given_the_gpu_and_names_the_cuda_device_torch_lacks(
+        ray_with_one_fake_gpu, tiny_recipe, tmp_path):
+    """The product's trial (the sweep's trainable, its resources), not a stand-in: Ray gives
+    each a quarter of GPU 0; torch (a CPU build here) has no CUDA device, and the trial says
+    so in one line before it loads anything, instead of failing inside the model's first move."""
+    import torch
+    from ray import tune
+
+    from xling_ray.tune.sweep import sweep_trainable
+
+    recipe = tiny_recipe.with_updates({"scaling.use_gpu": True, "scaling.gpus_per_worker": 0.25,
+                                       "scaling.cpus_per_worker": 1})
+    trainable = sweep_trainable(recipe)
+    tuner = tune.Tuner(trainable, param_space={"train.seed": tune.grid_search(list(range(5)))},
+                       run_config=tune.RunConfig(name="product", storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    assert len(results) == 5 and len(results.errors) == 5
+    want = (f"scaling.gpus_per_worker=0.25: Ray gave this trial GPU ['0'] (CUDA_VISIBLE_DEVICES='0') but torch "
+            f"{torch.__version__} finds no CUDA device")
+    lines = [str(e).strip().splitlines()[-1] for e in results.errors]
+    assert all(want in line for line in lines), lines[0]

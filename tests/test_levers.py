@@ -204,6 +204,28 @@ def test_head_lr_trains_the_head_faster_in_a_real_step(tiny_recipe):
     assert moved["bert.encoder.layer.1.output.dense.weight"] == pytest.approx(1e-6, rel=0.05)
 
 
+def test_the_optimizer_is_fused_on_cpu_and_steps_as_unfused_adamw_does():
+    from xling_ray.train.optim import build_optimizer, parameter_groups
+
+    cfg = TrainConfig(lr=1e-3, head_lr=1e-2, layer_decay=0.5, weight_decay=0.1)
+    fused_model, plain_model = _model().train(), _model().train()
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused = build_optimizer(fused_model, cfg)
+    assert all(g["fused"] for g in fused.param_groups)
+    plain = torch.optim.AdamW(parameter_groups(plain_model, cfg), lr=cfg.lr)
+    tok = load_tokenizer(TINY_MODEL)
+    for _ in range(3):  # the same gradients: the two models stay equal up to float rounding
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            torch.manual_seed(0)
+            torch.nn.functional.cross_entropy(model(**_batch(tok)).logits, torch.tensor([0, 2])).backward()
+            opt.step()
+    start = _model().state_dict()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(fused_model.classifier.weight, start["classifier.weight"])  # it moved
+
+
 # --- the text prefix ---------------------------------------------------------------------------
 
 def test_the_text_prefix_goes_before_both_sentences():

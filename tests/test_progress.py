@@ -17,6 +17,11 @@ class FakeTrial:
     status: str = "PENDING"
     last_result: dict = field(default_factory=dict)
     error_file: str | None = None
+    config: dict | None = None  # Tune's: the searched settings and the seed index
+
+    def __post_init__(self):
+        if self.config is None:  # a configuration of its own, one seed
+            self.config = {"losses.xite.lam": float(sum(map(ord, self.trial_id)))}
 
 
 class Clock:
@@ -64,7 +69,7 @@ def test_a_terminal_gets_a_redrawn_line_with_counts_best_elapsed_and_eta():
     assert frames[0] == "sweep 0/4 done | 1 running | 0 failed | best gap - | 0:00 elapsed | ETA ?"
     # After the first trial: best 6.00 (its final result), 100 s per trial, c has run 30 s,
     # d has not started: (70 + 100) / 1 running trial.
-    assert frames[-1] == "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (trial a) | 2:10 elapsed | ETA 2:50"
+    assert frames[-1] == "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (config a) | 2:10 elapsed | ETA 2:50"
     assert progress.eta(trials) == pytest.approx(170.0)
     progress.on_experiment_end(trials)
     assert out.getvalue().endswith("| 2:10 elapsed | ETA 2:50\x1b[K\n")
@@ -93,7 +98,7 @@ def test_not_a_terminal_prints_a_line_per_finished_or_failed_trial_and_the_final
     ]
     progress.on_experiment_end(trials)
     assert out.getvalue().splitlines()[-1] == (
-        "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (trial a) | 2:10 elapsed | ETA 2:50")
+        "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (config a) | 2:10 elapsed | ETA 2:50")
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
@@ -103,7 +108,7 @@ def test_quiet_prints_the_final_line_only():
     trials = _run(progress, clock)
     assert out.getvalue() == ""
     progress.on_experiment_end(trials)
-    assert out.getvalue() == "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (trial a) | 2:10 elapsed | ETA 2:50\n"
+    assert out.getvalue() == "sweep 1/4 done | 1 running | 1 failed | best gap 6.00 (config a) | 2:10 elapsed | ETA 2:50\n"
 
 
 def test_a_trials_line_gives_its_scores_collapse_and_the_last_line_of_its_traceback(tmp_path):
@@ -129,7 +134,7 @@ def test_mode_max_and_a_resumed_sweeps_earlier_trials_count():
     earlier = [FakeTrial("x", "TERMINATED", {"acc_target": 40.0, "time_total_s": 60.0}),
                FakeTrial("y", "TERMINATED", {"acc_target": 55.0, "time_total_s": 60.0})]
     progress.on_experiment_end(earlier)
-    assert out.getvalue().startswith("sweep 2/2 done | 0 running | 0 failed | best acc_target 55.00 (trial y)")
+    assert out.getvalue().startswith("sweep 2/2 done | 0 running | 0 failed | best acc_target 55.00 (config y)")
     with pytest.raises(ValueError, match="mode"):
         SweepProgress(mode="lowest")
 
@@ -141,7 +146,7 @@ def test_a_collapsed_trial_is_never_the_best_so_far():
     trials = [FakeTrial("dead", "TERMINATED", {"gap": 0.1, "collapsed": 1.0, "time_total_s": 60.0}),
               FakeTrial("learns", "TERMINATED", {"gap": 5.0, "collapsed": 0.0, "time_total_s": 60.0})]
     progress.on_experiment_end(trials)
-    assert "best gap 5.00 (trial learns)" in out.getvalue()
+    assert "best gap 5.00 (config learns)" in out.getvalue()
 
 
 def test_it_is_a_tune_callback_that_pickles_without_its_stream():
@@ -153,3 +158,52 @@ def test_it_is_a_tune_callback_that_pickles_without_its_stream():
 
 def test_format_duration():
     assert [format_duration(s) for s in (0, 59.6, 75, 3725)] == ["0:00", "1:00", "1:15", "1:02:05"]
+
+
+def _config(name: str, lam: float, seeds: list[tuple[float, float, float]], status: str = "TERMINATED") -> list[FakeTrial]:
+    """One configuration's trials: (gap, acc_en, collapsed) per seed, seed index in the config."""
+    return [FakeTrial(f"{name}_{i}", status, {"gap": g, "acc_en": en, "acc_target": 50.0, "collapsed": c,
+                                              "time_total_s": 60.0},
+                      config={"losses.xite.lam": lam, "__trial_index__": i})
+            for i, (g, en, c) in enumerate(seeds)]
+
+
+def test_the_best_is_the_leaderboards_rank_1_per_configuration_mean_and_above_the_floor():
+    """The live best is what the leaderboard ranks first from the same trials: a configuration's
+    mean over its seeds (not one lucky seed), a running configuration not yet, one below the
+    English floor after one above it, a collapsed one last."""
+    from xling_ray.leaderboard.table import group_configs, live_trials, rank_one
+    from xling_ray.tune.space import SearchSpace
+
+    space = SearchSpace.model_validate({
+        "search": {"losses.xite.lam": {"uniform": [0.0, 1.0]}},
+        "sweep": {"seeds": 2, "constraint": {"metric": "acc_en", "baseline": 55.0, "delta": 2.0}}})
+    trials = (_config("lucky", 0.1, [(1.0, 60.0, 0.0), (9.0, 60.0, 0.0)])  # best seed 1.0, mean 5.0
+              + _config("steady", 0.2, [(4.0, 60.0, 0.0), (4.4, 60.0, 0.0)])  # mean 4.2: rank 1
+              + _config("below", 0.3, [(0.9, 50.3, 0.0), (0.8, 50.3, 0.0)])  # English 50.3 < floor 53
+              + _config("dead", 0.4, [(0.0, 33.0, 1.0), (0.1, 33.0, 0.0)])
+              + _config("running", 0.5, [(0.5, 60.0, 0.0)], status="RUNNING"))
+    clock, out = Clock(), io.StringIO()
+    progress = SweepProgress("gap", "min", stream=out, clock=clock, space=space)
+    progress.setup(num_samples=10)
+    progress.on_experiment_end(trials)
+    assert "best gap 4.20 (config steady_0, 2 seeds) |" in out.getvalue()
+    board = group_configs(live_trials(trials, space), space.sweep.metrics, space.sweep.modes, space.sweep.constraint)
+    assert list(board["config_id"]) == ["steady_0", "lucky_0", "below_0", "dead_0", "running_0"]
+    assert rank_one(board)["config_id"] == "steady_0"
+    # Nothing above the floor: rank 1 is below it, and the line says so.
+    only_below = _config("below", 0.3, [(0.9, 50.3, 0.0), (0.8, 50.3, 0.0)])
+    progress.on_experiment_end(only_below)
+    assert out.getvalue().splitlines()[-1].split(" | ")[3] == "best gap 0.85 (config below_0, 2 seeds, below the floor)"
+
+
+def test_a_configuration_with_a_seed_still_running_is_not_the_best_yet():
+    clock, out = Clock(), io.StringIO()
+    progress = SweepProgress("gap", "min", stream=out, clock=clock)
+    progress.setup(num_samples=4)
+    trials = _config("half", 0.1, [(1.0, 60.0, 0.0), (1.2, 60.0, 0.0)])
+    trials[1].status = "RUNNING"
+    progress.on_trial_complete(0, trials, trials[0])
+    assert progress.best is None
+    progress.on_trial_complete(1, trials, trials[1])  # Tune calls the hook before it sets TERMINATED
+    assert progress.best == (pytest.approx(1.1), "half_0", 2, True)

@@ -1,6 +1,7 @@
 """The HTML sweep report, from a real tiny sweep, opened in a real headless browser."""
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -28,14 +29,18 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_recipe, tmp_path_factory) -> Path:
-    """Two configurations x two seeds of the tiny model, two epochs each (two points per curve)."""
+    """Two configurations x two seeds of the tiny model, two epochs each, evaluated every 48 training
+    examples (6 per language during an epoch, all 12 at its end); the first configuration is the
+    space's first point."""
     import ray
 
     tmp = tmp_path_factory.mktemp("report")
     doc = {
-        "recipe": tiny_recipe.with_updates({"train.epochs": 2}).model_dump(),
+        "recipe": tiny_recipe.with_updates({"train.epochs": 2, "train.eval_every_examples": 48,
+                                            "train.eval_subset_per_language": 6}).model_dump(),
         "search": {"train.lr": {"loguniform": [1e-4, 1e-3]}, "train.batch_size": {"choice": [8, 16]}},
-        "sweep": {"num_samples": 2, "seeds": 2, "seed": 0},
+        "sweep": {"num_samples": 2, "seeds": 2, "seed": 0,
+                  "points_to_evaluate": [{"train.lr": 3e-4, "train.batch_size": 16}]},
     }
     (tmp / "space.yaml").write_text(yaml.safe_dump(doc))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -74,6 +79,13 @@ def test_the_report_has_every_part_and_needs_no_network(run_dir, report_file):
     # Seed spread: each configuration's gap as mean ± std over its two seeds.
     configs = re.search(r"<table id='configs'.*?<tbody>(.*?)</tbody>", page, re.S).group(1)
     assert configs.count("<tr") == 2 and configs.count(" ± ") >= 2
+    # Error bars: each configuration's gap_se and gap_se_total in the table, the gap's bars on the figure,
+    # and which configurations are within noise of rank 1 in the notes.
+    head = re.search(r"<table id='configs'.*?<thead>(.*?)</thead>", page, re.S).group(1)
+    assert "gap_se</th>" in head and "gap_se_total</th>" in head and "gap_vs_1</th>" in head
+    assert "The bars are ± the gap's standard error (gap_se_total" in page
+    assert html.escape("within noise of rank 1 (gap minus rank 1's, 95% paired bootstrap over 12 xnli + 12 pawsx "
+                       "shared ids") in page
 
 
 def test_the_heatmap_shows_the_leaderboards_accuracies(run_dir):
@@ -96,12 +108,55 @@ def test_the_heatmap_shows_the_leaderboards_accuracies(run_dir):
 def test_importances_curves_and_the_config_difference(run_dir):
     report = load_report(str(run_dir), top=3)
     assert len(report.curves) == 4  # both configurations' two seeds
-    for curve in report.curves.values():
-        assert list(curve["epoch"]) == [1.0, 2.0] and curve["gap"].notna().all()
+    trials = report.trials.set_index("trial_id")
+    for label, curve in report.curves.items():
+        # 96 training examples an epoch (48 per task); every 48: at batch 16 (32 a round) the rounds that pass
+        # 48, 96, 144, 192; at batch 8 (16 a round) exactly those. Epoch ends are full evaluations.
+        batch = trials.loc[label.split()[1], "train.batch_size"]
+        seen = [64, 96, 160, 192] if batch == 16 else [48, 96, 144, 192]
+        assert list(curve["examples_seen"]) == seen and curve["gap"].notna().all()
+        assert list(curve["epoch"]) == pytest.approx([s / 96 for s in seen])
+        assert list(curve["eval_full"]) == [0, 1, 0, 1]
+        fig = figures.learning_curves({label: curve})
+        assert list(fig.axes[0].lines[0].get_xdata()) == seen and fig.axes[0].get_xlabel() == "training examples seen"
+        figures.plt.close(fig)
     diff = report.config_diff.set_index("setting")
-    assert "train.lr" in diff.index and diff.loc["train.lr", "baseline"] == pytest.approx(5e-4)  # tiny_recipe's lr
+    # The baseline is the space's first point, which ran; not the recipe's lr (5e-4), which no trial ran.
+    assert diff.loc["train.lr", "baseline"] == pytest.approx(3e-4)
+    assert "train.batch_size" not in diff.index or diff.loc["train.batch_size", "baseline"] == 16  # a row where one differs
+    assert report.baseline_note.startswith("the space's first point")
     best = build_leaderboard(run_dir).configs.iloc[0]
     assert diff.loc["train.lr", f"#1 {best['config_id']}"] == pytest.approx(best["train.lr"])
+    ran = build_leaderboard(run_dir).configs["train.lr"].tolist()
+    assert any(v == pytest.approx(3e-4) for v in ran)
+
+
+def test_the_config_difference_compares_with_the_plain_baseline_the_sweep_ran():
+    """`constraint.baseline: plain`: the baseline column is the plain configuration as it ran (its weight 0)."""
+    from xling_ray.leaderboard.table import Leaderboard
+    from xling_ray.report.run import config_difference, diff_baseline
+    from xling_ray.tune.space import SearchSpace
+
+    space = SearchSpace.model_validate({
+        "recipe": {"train": {"lr": 2e-5}},
+        "search": {"train.lr": {"loguniform": [1e-5, 1e-3]}, "losses.xlinglearn.w_dispersion": {"uniform": [0.0, 1.0]}},
+        "sweep": {"constraint": {"metric": "acc_en", "baseline": "plain", "delta": 2},
+                  "points_to_evaluate": [{"train.lr": 3e-4, "losses.xlinglearn.w_dispersion": 0.5}]}})
+    configs = pd.DataFrame({"config_id": ["a", "p"], "rank": [1, 2], "status": "TERMINATED", "gap": [1.0, 2.0],
+                            "train.lr": [1e-4, 3e-4], "losses.xlinglearn.w_dispersion": [0.7, 0.0],
+                            "baseline": [False, True]})
+    board = Leaderboard(configs, configs)
+    settings, note = diff_baseline(board, space)
+    assert settings["train.lr"] == pytest.approx(3e-4) and settings["losses.xlinglearn.w_dispersion"] == 0.0
+    assert note.startswith("the plain baseline the sweep ran (configuration p")
+    diff = config_difference(board, space, list(space.search), top=1).set_index("setting")
+    assert diff.loc["train.lr", "baseline"] == pytest.approx(3e-4) and diff.loc["train.lr", "#1 a"] == pytest.approx(1e-4)
+    assert diff.loc["losses.xlinglearn.w_dispersion", "baseline"] == 0.0
+    # Without the plain configuration among the rows, and without a first point: the fixed recipe, said so.
+    bare = SearchSpace.model_validate({"recipe": {"train": {"lr": 2e-5}}, "search": {"train.lr": {"loguniform": [1e-5, 1e-3]}}})
+    assert diff_baseline(Leaderboard(configs.drop(columns="baseline"), configs), bare) == (
+        {}, "the sweep's fixed recipe with none of the searched settings applied (the space names no point to try "
+            "first, so no trial need have run it)")
 
 
 def test_importances_come_from_a_study_rebuilt_from_the_leaderboard():

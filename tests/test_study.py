@@ -199,3 +199,98 @@ def test_a_finished_search_is_restored_from_the_results_folder_and_not_run_again
     assert sorted(p.name for p in run_dir.iterdir()) == ["leaderboard.csv", "leaderboard.md",
                                                          "leaderboard_trials.csv", "search_space.yaml"]
     assert (run_dir / "search_space.yaml").read_text() == "search_space.yaml"
+
+
+def test_the_studys_plain_run_is_the_products_plain_baseline(data_dir):
+    """Plain fine-tuning in the study is xling_ray.tune.space.plain_point of the space: every
+    method off (no term weighs anything), at the study's learning budget and learning rate."""
+    from xling_ray.methods.base import active_methods
+    from xling_ray.tune.space import load_search_space, plain_point
+
+    args = argparse.Namespace(data_dir=str(data_dir), search_eval=300, smoke=False, samples=8)
+    space = study.study_space("plain", args)
+    assert space.search == {} and not active_methods(space.recipe.losses)
+    shipped = load_search_space(_PATH.parents[2] / "search_spaces" / "xlinglearn.yaml")
+    expected = shipped.recipe.with_updates(plain_point(shipped.recipe, shipped.search, shipped.sweep.points_to_evaluate))
+    assert space.recipe.losses.methods() == expected.losses.methods()  # the pool follows the study's tasks
+    assert (space.recipe.train.lr, space.recipe.data.train_size, space.recipe.data.tasks) == (1.0e-4, 4000, ("xnli",))
+
+
+def _final_with_predictions(results: Path, method: str, seeds: list, space: dict) -> None:
+    """A run whose final kept its predictions: the trials' figures computed from them, as a final writes."""
+    from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
+    from xling_ray.metrics import summarize
+    from xling_ray.noise import save_predictions_table
+
+    run = results / method
+    run.mkdir(parents=True)
+    rows = []
+    for s, p in enumerate(seeds):
+        row = {"trial_id": f"{method}{s}", "status": "TERMINATED", "config_id": "c0", "seed": s, "collapsed": 0.0,
+               **summarize({t: tp.accuracy() for t, tp in p.tasks.items()})}
+        rows.append(row)
+    trials = pd.DataFrame(rows)
+    for col in LANGUAGE_COLUMNS:  # the per-language table reads every language
+        if col not in trials:
+            trials[col] = trials["acc_target"]
+    trials.to_csv(run / "final_heldout_leaderboard_trials.csv", index=False)
+    numeric = trials.drop(columns=["trial_id", "status", "config_id"])
+    final = {"config_id": "c0", **numeric.mean().to_dict()}
+    final.update({f"{c}_std": trials[c].std(ddof=1) for c in study.columns(["xnli", "pawsx"])})
+    pd.DataFrame([final]).to_csv(run / "final_heldout_leaderboard.csv", index=False)
+    (run / "final_heldout_leaderboard_predictions.npz").write_bytes(
+        save_predictions_table({f"{method}{s}": p for s, p in enumerate(seeds)}))
+    pd.DataFrame([{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, "collapsed": False}]).to_csv(
+        run / "leaderboard.csv", index=False)
+    (run / "search_space.yaml").write_text(yaml.safe_dump(space))
+
+
+def test_results_page_gives_paired_intervals_against_plain_where_the_finals_kept_predictions(tmp_path):
+    import numpy as np
+
+    from xling_ray.noise import Predictions, TaskPredictions
+
+    rng = np.random.default_rng(0)
+    n = 600
+
+    def task(en, target):
+        return TaskPredictions(np.array([str(i) for i in range(n)]),
+                               {"en": en.astype(np.int8), "de": target.astype(np.int8)},
+                               {"en": np.ones(n, np.int8), "de": np.ones(n, np.int8)})
+
+    plain, lower = [], []
+    for _ in range(3):
+        x_en, x_de, p_en, p_de = ((rng.random(n) < q).astype(int) for q in (0.7, 0.6, 0.7, 0.6))
+        plain.append(Predictions({"xnli": task(x_en, x_de), "pawsx": task(p_en, p_de)}, 1.0))
+        dropped = x_en.copy()
+        dropped[np.flatnonzero(dropped)[:60]] = 0  # XNLI English loses 60 of 600 ids: -10 points, gap -10
+        lower.append(Predictions({"xnli": task(dropped, x_de), "pawsx": task(p_en, p_de)}, 1.0))
+    results = tmp_path / "results"
+    floor = {"metric": "acc_en", "baseline": 71.0, "delta": 4.0}
+    _final_with_predictions(results, "plain", plain, {"recipe": RECIPE, "search": {}, "sweep": {}})
+    _final_with_predictions(results, "xlinglearn", lower, {"recipe": RECIPE, "search": {},
+                                                           "sweep": {"constraint": floor}})
+    # a method whose final ran before predictions were kept: seed noise only, and the page says so
+    _write_run(results, "ding2022", {"gap": [4.0, 4.2, 3.8], "acc_target": [60.0, 60.5, 59.5],
+                                     "acc_en": [70.0, 70.5, 69.5], "gap_xnli": [4.0] * 3, "gap_pawsx": [4.0] * 3},
+               [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, "collapsed": False}],
+               {"recipe": RECIPE, "search": {}, "sweep": {"constraint": floor}})
+
+    text = study.write_results(results, ARGS).read_text()
+
+    d = study.paired_tests(study.final_predictions(results, "xlinglearn", pd.read_csv(
+        results / "xlinglearn" / "final_heldout_leaderboard_trials.csv")), study.final_predictions(
+        results, "plain", pd.read_csv(results / "plain" / "final_heldout_leaderboard_trials.csv")), study.columns(
+        ["xnli", "pawsx"]))
+    # The headline gap and English fall by 5 (the mean of the tasks' -10 and 0), XNLI's gap by 10; targets unchanged.
+    assert d["gap"].diff == pytest.approx(-5.0) and d["gap_xnli"].diff == pytest.approx(-10.0)
+    assert d["acc_en"].diff == pytest.approx(-5.0) and d["acc_target"].diff == 0.0
+    assert d["gap_pawsx"].low == d["gap_pawsx"].high == 0.0 and d["gap"].paired_seeds
+    assert d["gap"].high < 0 and d["acc_en"].high < 0 and d["acc_target"].low == d["acc_target"].high == 0.0
+    row = next(l for l in text.splitlines() if l.startswith("| xlinglearn | -5.00 ["))
+    assert f"| -5.00 [{d['gap'].low:+.2f}, {d['gap'].high:+.2f}] |" in row
+    assert row.endswith("| closed by losing English | seeds and 1,200 held-out ids (paired bootstrap) |")
+    ding = next(l for l in text.splitlines() if l.startswith("| ding2022 | -"))
+    assert " (± " in ding and ding.endswith("| seeds only (the final kept no predictions) |")
+    assert "**Paired intervals not available** for ding2022: their finals ran before" in text
+    assert "(English fell beyond noise, target accuracy did not rise beyond it): xlinglearn." in text

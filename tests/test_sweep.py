@@ -20,15 +20,6 @@ from xling_ray.tune import load_search_space
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _space_file(tmp_path, tiny_recipe, search, **sweep) -> Path:
     doc = {
         "recipe": tiny_recipe.with_updates({"train.epochs": 1}).model_dump(),
@@ -75,10 +66,13 @@ def test_two_trial_sweep_writes_a_ranked_17_language_leaderboard(ray_local, tiny
     printed = capsys.readouterr().out
     progress = printed.split("\nLeaderboard of")[0].strip().splitlines()
     assert progress[0].startswith("Guard: ") and "Trial status" not in printed, progress
-    assert [re.sub(r"trial \S+ finished in \S+: gap .*", "T", l) for l in progress[1:3]] == [
+    # The evaluation's noise, for the space's 12 English pairs per task: 100 sqrt(.24 / 12) = 14.1 points.
+    assert progress[1].startswith("Noise: at 60 % accuracy the gap's sampling error is about ±14.1 points on "
+                                  "xnli's 12 English pairs, ±14.1 on pawsx's 12"), progress
+    assert [re.sub(r"trial \S+ finished in \S+: gap .*", "T", l) for l in progress[2:4]] == [
         "[1/2 done, 0 failed] T", "[2/2 done, 0 failed] T"], progress
-    assert progress[3].startswith("sweep 2/2 done | 0 running | 0 failed | best gap "), progress
-    assert len(progress) == 4, progress
+    assert progress[4].startswith("sweep 2/2 done | 0 running | 0 failed | best gap "), progress
+    assert len(progress) == 5, progress
     board = read_leaderboard(run / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "TERMINATED").all()
     assert set(LANGUAGE_COLUMNS) <= set(board.columns)
@@ -123,6 +117,13 @@ def test_a_trial_on_a_two_worker_ray_train_group(ray_local, tiny_recipe, tmp_pat
         assert abs(value * 12 / 100 - round(value * 12 / 100)) < 1e-6, col
     assert board.loc[0, "top_class_pawsx_en"] >= 50.0  # two classes: the most predicted has at least half
     assert board.loc[0, "collapsed"] == (board.loc[0, "top_class_pawsx_en"] >= 95.0)
+    # Each worker predicted its shard; the kept predictions are every example's, gathered from both (read
+    # from the Ray Train checkpoint the trial reported), and give the trial's accuracies exactly.
+    rebuilt = build_leaderboard(tmp_path / "runs" / "ddp")
+    kept = rebuilt.predictions[board.loc[0, "trial_ids"]].tasks["pawsx"]
+    assert len(kept.ids) == 12 and all(set(p.tolist()) <= {0, 1} for p in kept.predicted.values())
+    for lang, acc in kept.accuracy().items():
+        assert acc == board.loc[0, f"acc_pawsx_{lang}"]
 
 
 @pytest.mark.parametrize("space_name", ["xlinglearn", "ding2022", "xite", "adjustment", "continual"])
@@ -176,8 +177,8 @@ def test_a_plain_guarded_sweep_runs_plain_fine_tuning_first_and_floors_english_o
     board = read_leaderboard(run / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "TERMINATED").all()  # num_samples 1, plus the baseline
     base, point = board[board["baseline"]].iloc[0], board[~board["baseline"]].iloc[0]
-    assert base["losses.adjustment.regime"] == "off" and base["losses.adjustment.base_rate"] == 0.0
-    assert base["train.lr"] == pytest.approx(1.0e-4)  # from the space's first point
+    assert base["losses.adjustment.regime"] == "off"  # adjustment's off(): its regime; base_rate then does nothing
+    assert shipped.recipe.train.lr == pytest.approx(1.0e-4)  # fixed by the space: plain runs at every point's rate
     assert point["losses.adjustment.base_rate"] == 1.0 and pd.isna(point["losses.adjustment.regime"])
     # Tune's trial folders are run_trial_<id>_<n>_...: n counts the trials in the order they were created.
     created = {p.name.split("_")[2]: int(p.name.split("_")[3]) for p in run.glob("run_trial_*") if p.is_dir()}
@@ -185,26 +186,33 @@ def test_a_plain_guarded_sweep_runs_plain_fine_tuning_first_and_floors_english_o
     floor = base["acc_en"] - 2
     assert bool(point["feasible"]) == (point["acc_en"] >= floor)
     assert f"feasible: acc_en >= {floor:.2f} (plain's {base['acc_en']:.2f} - 2)" in printed
-    # Optuna saw the space's point only: the baseline (base_rate 0, outside its log range) is a reference.
+    # Optuna saw the space's point only: the baseline (regime off) is a reference.
     from xling_ray.tune.search import load_study
 
     study = load_study(run)
     assert [t.params["losses.adjustment.base_rate"] for t in study.trials] == [1.0]
-    assert study.trials[0].constraints == {"acc_en": pytest.approx(floor - point["acc_en"])}
+    assert study.trials[0].constraints == {"acc_en": pytest.approx(floor - point["acc_en"]),
+                                           "collapsed": float(point["collapsed"])}
     # Exporting the baseline gives plain fine-tuning, the regime the recipe fixed switched off.
     out = tmp_path / "plain.yaml"
     assert main(["export", str(run), "--rank", str(int(base["rank"])), "-o", str(out)]) == 0
     assert yaml.safe_load(out.read_text())["recipe"]["losses"]["adjustment"]["regime"] == "off"
 
 
-def test_asha_stops_on_the_one_based_epoch_clock(ray_local, tiny_recipe, tmp_path):
+def test_asha_with_one_seed_runs_on_the_clock_of_training_examples(ray_local, tiny_recipe, tmp_path):
+    """Plain ASHA (one seed): rungs in training examples, so a two-epoch trial can be stopped at the
+    end of its first epoch (48 pairs): a stopped configuration's last report is there, a kept one's at 96."""
     space = _space_file(tmp_path, tiny_recipe.with_updates({"train.epochs": 2, "data.tasks": ["pawsx"]}),
                         {"train.lr": {"loguniform": [1e-4, 1e-3]}}, num_samples=3,
-                        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3})
+                        scheduler={"type": "asha", "reduction_factor": 3})
     doc = yaml.safe_load(space.read_text())
     doc["recipe"]["train"]["epochs"] = 2  # _space_file sets 1; ASHA needs room to stop early
     space.write_text(yaml.safe_dump(doc))
+    assert load_search_space(space).asha_clock() == (48, 96)  # grace: one epoch of 48 pairs; max_t: the trial
     assert main(["sweep", str(space), "--storage", str(tmp_path / "runs"), "--name", "asha", "--quiet"]) == 0
     board = read_leaderboard(tmp_path / "runs" / "asha" / "leaderboard.csv")
-    assert len(board) == 3 and (board["status"] == "TERMINATED").all()
+    assert len(board) == 3 and set(board["status"]) <= {"TERMINATED", "STOPPED"}
     assert set(board["epoch"]) <= {1.0, 2.0} and (board["epoch"] == 2.0).any()
+    stopped = board[board["status"] == "STOPPED"]
+    assert (stopped["epoch"] == 1.0).all() and all(str(x).startswith("48 examples: gap ") for x in stopped["stopped_at"])
+    assert board.loc[board["status"] == "TERMINATED", "stopped_at"].isna().all()

@@ -109,8 +109,11 @@ def test_sweep_config_checks_objectives_and_seeds():
     assert SweepConfig(metric=["gap", "acc_target"], mode=["min", "max"]).multi_objective
     with pytest.raises(ValueError, match="sweep.metric has 2 name"):
         SweepConfig(metric=["gap", "acc_target"], mode=["min"])
-    with pytest.raises(ValueError, match="ASHA stops each seed"):
-        SweepConfig(seeds=3, scheduler={"type": "asha"})
+    # ASHA judges a configuration's seeds together (tests/test_seed_asha.py): several seeds are welcome,
+    # as long as every seed of a configuration can run while the others wait at a rung.
+    assert SweepConfig(seeds=3, scheduler={"type": "asha"}).scheduler.type == "asha"
+    with pytest.raises(ValueError, match="max_concurrent_trials .2. is below sweep.seeds .3."):
+        SweepConfig(seeds=3, max_concurrent_trials=2, scheduler={"type": "asha"})
     with pytest.raises(ValueError, match=r"points_to_evaluate\[0\].*train.epochs"):
         SearchSpace(search={"train.lr": {"loguniform": [1e-5, 1e-3]}}, sweep={"points_to_evaluate": [{"train.epochs": 2}]})
     assert SweepConfig().seeds == 3  # the default for a real sweep is more than one seed
@@ -148,15 +151,6 @@ def test_seed_groups_tell_optuna_the_mean_and_fail_a_configuration_with_a_failed
 
 
 # ---------------------------------------------------------------- through Ray
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -270,12 +264,51 @@ def test_the_leaderboard_marks_the_pareto_front_of_the_feasible_configurations(m
     for _, row in configs[configs["status"] == "TERMINATED"].iterrows():
         t = done[round(row["train.lr"], 12)]
         assert t.values == pytest.approx([row["gap"], row["acc_target"]])
-        assert t.constraints == {"acc_en": pytest.approx(BASELINE_EN - row["acc_en"])}
+        # The floor's slack, and whether it collapsed (infeasible whatever the floor when it did).
+        assert t.constraints == {"acc_en": pytest.approx(BASELINE_EN - row["acc_en"]),
+                                 "collapsed": float(row["collapsed"])}
 
 
 def test_at_most_one_checkpoint_per_trial(moo_run):
     for trial_dir in (p for p in moo_run.iterdir() if p.is_dir() and p.name.startswith("run_trial")):
         assert len(list(trial_dir.glob("checkpoint_*"))) <= 1, trial_dir
+
+
+def test_the_kept_predictions_give_the_leaderboard_its_error_bars(moo_run, capsys):
+    from xling_ray.leaderboard import build_leaderboard, format_leaderboard
+    from xling_ray.leaderboard.table import load_leaderboard
+    from xling_ray.noise import paired_bootstrap, standard_errors
+
+    board = build_leaderboard(moo_run)
+    trials = board.trials.set_index("trial_id")
+    done = trials[trials["status"] == "TERMINATED"]
+    assert set(board.predictions) == set(done.index)  # every finished trial kept its predictions; failed ones none
+    for trial_id, kept in board.predictions.items():
+        row = done.loc[trial_id]
+        for lang, acc in kept.tasks["pawsx"].accuracy().items():
+            assert acc == row[f"acc_pawsx_{lang}"]  # exactly: the trial's own accuracies
+        assert standard_errors([kept])["gap_se"] == pytest.approx(row["gap_se"], abs=1e-12)
+        assert len(kept.tasks["pawsx"].ids) == 12
+    configs = board.configs
+    ok = configs[configs["status"] == "TERMINATED"]
+    for _, row in ok.iterrows():
+        seeds = [board.predictions[t] for t in done.index[done["config_id"] == row["config_id"]]]
+        assert row["gap_se"] == pytest.approx(standard_errors(seeds)["gap_se"])
+        assert row["gap_se_total"] == pytest.approx(math.sqrt(row["gap_std"] ** 2 / 2 + row["gap_se"] ** 2))
+    first, second = ok.iloc[0], ok.iloc[1]
+    assert first["rank"] == 1 and first["gap_vs_1"] == 0.0
+    d = paired_bootstrap([board.predictions[t] for t in first["trial_ids"].split()],
+                         [board.predictions[t] for t in second["trial_ids"].split()], seeds_a=[0, 1], seeds_b=[0, 1])
+    assert second["gap_vs_1"] == pytest.approx(second["gap"] - first["gap"])
+    assert (second["gap_vs_1_low"], second["gap_vs_1_high"]) == pytest.approx((d.low, d.high))
+    assert second["within_noise_of_1"] == (not d.beyond_noise)
+    printed = format_leaderboard(board)
+    assert "within noise of rank 1 (gap minus rank 1's, 95% paired bootstrap over 12 pawsx shared ids" in printed
+    assert "gap_se_total" in printed
+    # The sweep wrote the predictions beside its leaderboard: read back, the same intervals.
+    written = load_leaderboard(moo_run)
+    assert set(written.predictions) == set(board.predictions)
+    assert "within noise of rank 1 (" in (moo_run / "leaderboard.md").read_text()
 
 
 def test_export_then_train_reproduces_the_trial_on_cpu(moo_run, tmp_path, capsys):
@@ -318,8 +351,20 @@ def test_final_retrains_the_top_configurations_with_their_seeds_on_the_test_spli
     sweep_trials = read_leaderboard(moo_run / "leaderboard_trials.csv")
     for _, t in trials.iterrows():
         s = sweep_trials[(sweep_trials["config_id"] == t["config_id"]) & (sweep_trials["seed"] == t["seed"])].iloc[0]
-        for col in ("acc_en", "acc_pawsx_ja", "gap"):
+        for col in ("acc_en", "acc_pawsx_ja", "gap", "gap_se"):
             assert t[col] == pytest.approx(s[col], abs=1e-9)
+    # The final's leaderboard gives intervals: its error bars and its configurations against rank 1, from the
+    # predictions each final trial kept (the same as the sweep's: the test files are copies).
+    assert {"gap_se", "gap_se_total", "gap_vs_1", "gap_vs_1_low", "gap_vs_1_high"} <= set(final.columns)
+    assert final.loc[0, "gap_vs_1"] == 0.0 and final["gap_vs_1_low"].iloc[1:].notna().all()
+    assert "within noise of rank 1 (" in (moo_run / "final_test_leaderboard.md").read_text()
+    from xling_ray.leaderboard.table import read_predictions
+
+    kept, searched = read_predictions(moo_run, "final_test_leaderboard"), read_predictions(moo_run)
+    by_seed = {(r["config_id"], r["seed"]): r["trial_id"] for _, r in sweep_trials.iterrows()}
+    for _, t in trials.iterrows():
+        mine, theirs = kept[t["trial_id"]].tasks["pawsx"], searched[by_seed[(t["config_id"], t["seed"])]].tasks["pawsx"]
+        assert all((mine.predicted[l] == theirs.predicted[l]).all() for l in mine.predicted)
 
 
 def test_export_refuses_a_failed_rank(moo_run, capsys):
@@ -336,7 +381,7 @@ def _result_lines(trial_dir: Path) -> list[dict]:
 
 
 def test_a_sweep_killed_mid_trial_resumes_without_losing_or_repeating_trials(tiny_recipe, tmp_path):
-    epochs, n = 4, 3
+    epochs, n = 3, 2  # the first finishes, the second is killed after a checkpoint
     recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": epochs, "data.train_size": 96})
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({
@@ -420,43 +465,3 @@ def test_a_second_sweep_into_an_existing_run_folder_is_refused(tiny_recipe, tmp_
     assert main(["sweep", "--resume", str(tmp_path / "runs" / "nothing"), "--quiet"]) == 2
 
 
-def test_final_on_the_heldout_part_where_no_test_split_is_at_hand(ray_local, tiny_recipe, tmp_path, capsys):
-    recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": 1, "data.heldout": {"pawsx": 100}})
-    space = tmp_path / "space.yaml"
-    # Nothing searched: the sweep runs the recipe once per seed (a baseline).
-    space.write_text(yaml.safe_dump({"recipe": recipe.model_dump(), "search": {}, "sweep": {"num_samples": 4, "seeds": 2}}))
-    assert main(["sweep", str(space), "--storage", str(tmp_path), "--name", "h", "--quiet"]) == 0
-    board = read_leaderboard(tmp_path / "h" / "leaderboard.csv")
-    assert len(board) == 1 and board.loc[0, "seeds"] == 2 and board.loc[0, "seed_list"] == "0 1"
-    # --split test where the data has no test split: one line before anything runs, nothing written.
-    before = sorted(p.name for p in (tmp_path / "h").iterdir())
-    assert main(["final", str(tmp_path / "h"), "--split", "test", "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "pawsx/test-en.tsv" in err and "file not found" in err and "--heldout" in err, err
-    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == before
-    assert main(["final", str(tmp_path / "h"), "--heldout", "--top", "1", "--seeds", "3",
-                 "--set", "data.eval_max_per_language=10", "--quiet"]) == 0
-    jobs = json.loads((tmp_path / "h" / "final-heldout-jobs.json").read_text())
-    assert sorted(j["seed"] for j in jobs.values()) == [0, 1, 2]  # --seeds: more than were searched
-    job = next(iter(jobs.values()))
-    assert job["recipe"]["data"]["eval_part"] == "heldout" and job["recipe"]["data"]["split"] == "validation"
-    final = read_leaderboard(tmp_path / "h" / "final_heldout_leaderboard.csv")
-    assert len(final) == 1 and final.loc[0, "status"] == "TERMINATED" and final.loc[0, "seeds"] == 3
-    # The held-out examples are others than the searched ones.
-    from xling_ray.config import RecipeConfig
-    from xling_ray.data import load_eval_sets
-
-    searched = load_eval_sets(recipe.data)["pawsx"]["en"].ids
-    held = load_eval_sets(RecipeConfig.model_validate(job["recipe"]).data)["pawsx"]["en"].ids
-    assert len(held) == 10 and not set(searched) & set(held)
-
-
-def test_a_production_training_that_fails_on_a_worker_is_one_line_and_exit_1(ray_local, tiny_recipe, tmp_path, capsys):
-    from xling_ray.leaderboard.export import ExportedRecipe, write_exported
-
-    recipe = tiny_recipe.with_updates({"data.tasks": ["pawsx"], "train.epochs": 1, "train.lr": 1e30})  # inputs fine, loss NaN
-    best = write_exported(ExportedRecipe(recipe=recipe, seeds=[0]), tmp_path / "best.yaml")
-    assert main(["train", str(best), "--output", str(tmp_path / "model"), "--workers", "2"]) == 1
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("xling-ray: error: training failed on a Ray Train worker (NonFiniteLossError: "), line
-    assert "loss is nan" in line and str(tmp_path / "model" / "ray") in line

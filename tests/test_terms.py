@@ -110,7 +110,7 @@ def test_the_running_centroid_is_checkpointed_and_restored(tiny_recipe, tmp_path
 
     with pytest.raises(Stop):
         run_recipe(recipe, StopAfterFirst(checkpoint_root=str(tmp_path)))
-    saved = torch.load(tmp_path / "latest" / "state.pt", weights_only=False)["pawsx"]["terms"]["centroid"]
+    saved = torch.load(tmp_path / "latest" / "state.pt", weights_only=True)["pawsx"]["terms"]["centroid"]
     assert saved["num_updates"] == 1 and saved["value"].shape == (64,)
     restored = RunningCentroid()
     restored.load_state_dict(saved)

@@ -2,6 +2,8 @@
 server), TensorBoard event files with readable names."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -31,15 +33,6 @@ def test_tensorboard_names_are_grouped_by_task_and_kind():
         "xnli/acc_th", "pawsx/acc_ko", "pawsx/loss_ce", "xnli/top_class_en", "gap/xnli", "gap/mean", "acc/en",
         "acc/target", "pawsx/collapsed", "time/eval_s", "epoch"]
     assert len(LANGUAGE_METRICS) == 22
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _space(tmp_path: Path, recipe, name: str = "space.yaml") -> Path:
@@ -90,10 +83,14 @@ def _check_logged(run_dir: Path, uri: str, epochs: int) -> None:
                                    "loss_pawsx_ce", "epoch"} <= set(metrics)
         # The last value is the leaderboard's, and every report was logged once, at its own step.
         assert metrics["gap"] == pytest.approx(row["gap"]) and metrics["acc_xnli_th"] == pytest.approx(row["acc_xnli_th"])
+        # Each trial's error bars: the sampling errors of its gaps and accuracies, as the leaderboard's.
+        for key in ("gap_se", "gap_xnli_se", "gap_pawsx_se", "acc_en_se", "acc_target_se"):
+            assert metrics[key] == pytest.approx(row[key]), key
         history = client.get_metric_history(run.info.run_id, "epoch")
         assert sorted((m.step, m.value) for m in history) == [(e, float(e)) for e in range(1, epochs + 1)]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"leaderboard.csv", "leaderboard.md", "leaderboard_trials.csv", "report.html", "search_space.yaml"} <= artifacts
+    assert {"leaderboard.csv", "leaderboard.md", "leaderboard_trials.csv", "report.html", "search_space.yaml",
+            "leaderboard_predictions.npz"} <= artifacts
 
 
 def test_a_sweep_logs_a_parent_run_and_a_nested_run_per_trial_to_an_mlflow_file_store(tracked_run):
@@ -129,7 +126,8 @@ def test_tensorboard_shows_every_language_under_readable_names(tracked_run):
     assert len(folders) == 2
     for folder in folders:
         scalars = _events(folder)
-        assert {tensorboard_name(m) for m in LANGUAGE_METRICS} | {"gap/xnli", "gap/pawsx", "gap/mean"} <= set(scalars)
+        assert {tensorboard_name(m) for m in LANGUAGE_METRICS} | {"gap/xnli", "gap/pawsx", "gap/mean", "gap/mean_se",
+                                                                  "gap/xnli_se", "acc/en_se"} <= set(scalars)
         assert not any(tag.startswith("ray/tune/") for tag in scalars)  # Tune's own logger was replaced, not doubled
         trial_id = next(t for t in trials.index if t in folder.name)
         assert [s for s, _ in scalars["xnli/acc_th"]] == [1, 2]
@@ -155,15 +153,15 @@ def test_the_optuna_study_is_a_journal_that_optuna_and_optuna_dashboard_open(tra
         assert t.values == [pytest.approx(row["gap"])] and t.user_attrs["gap_per_seed"] == [pytest.approx(row["gap"])]
         assert t.params["train.lr"] == pytest.approx(configs.loc[row["config_id"], "train.lr"])
         # The English floor: feasible when 40 - acc_en <= 0 (Optuna's constraint convention).
-        assert t.constraints == {"acc_en": pytest.approx(40.0 - row["acc_en"])}
+        assert t.constraints == {"acc_en": pytest.approx(40.0 - row["acc_en"]), "collapsed": float(row["collapsed"])}
         assert t.user_attrs["constraint_acc_en"] == pytest.approx(40.0 - row["acc_en"])
-        assert t.user_attrs["feasible"] == (row["acc_en"] >= 40.0)
+        assert t.user_attrs["feasible"] == (row["acc_en"] >= 40.0 and not row["collapsed"])  # collapsed: infeasible
 
     port = _free_port()
     # The optuna-dashboard command, as a user runs it (its console script, from this interpreter's env).
     command = Path(sys.executable).parent / "optuna-dashboard"
     dashboard = subprocess.Popen([str(command), str(journal), "--host", "127.0.0.1", "--port", str(port)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for(f"http://127.0.0.1:{port}/api/meta", dashboard)
         studies = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10).read())
@@ -175,8 +173,18 @@ def test_the_optuna_study_is_a_journal_that_optuna_and_optuna_dashboard_open(tra
         assert all({a["key"] for a in t["user_attrs"]} >= {"constraint_acc_en", "feasible", "tune_trial_ids"}
                    for t in detail["trials"])
     finally:
-        dashboard.terminate()
-        dashboard.wait(timeout=30)
+        _stop(dashboard)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Terminate a server started in a session of its own; kill its group where it outlives the signal
+    (a loaded machine: its workers)."""
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
@@ -222,8 +230,7 @@ def test_a_sweep_logs_to_a_real_mlflow_tracking_server(ray_local, tiny_recipe, t
                      "--mlflow", uri]) == 0
         _check_logged(tmp_path / "runs" / "s", uri, epochs=1)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _stop(server)
 
 
 def test_a_wrong_tracking_uri_fails_before_ray_starts(tiny_recipe, tmp_path, capsys):
@@ -233,3 +240,39 @@ def test_a_wrong_tracking_uri_fails_before_ray_starts(tiny_recipe, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"xling-ray: error: --mlflow {bad}: cannot log there"), err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_database_stores_artifacts_beside_it_and_nothing_lands_in_the_working_directory(tmp_path, monkeypatch):
+    """`--mlflow sqlite:///PATH/mlflow.db`: the experiment's artifacts go to PATH/mlartifacts, not to MLflow's
+    default ./mlruns of wherever the command ran; the whole stage leaves the working directory empty."""
+    from mlflow import MlflowClient
+
+    from xling_ray.tune.tracking import MLflowTracking, artifact_root, check_mlflow, finish_mlflow, save_tracking
+
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    db = tmp_path / "db" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}"
+    run_dir = tmp_path / "runs" / "q"
+    run_dir.mkdir(parents=True)
+    (run_dir / "leaderboard.csv").write_text("config_id,gap\nabc,1.5\n")
+    check_mlflow(uri, run_dir=str(run_dir))  # as the sweep does before Ray starts: the experiment is made here
+    save_tracking(str(run_dir), "sweep", uri)
+    MLflowTracking(uri, str(run_dir)).setup()  # the parent run, as Tune's callback makes it
+    parent = finish_mlflow(str(run_dir), "sweep", [run_dir / "leaderboard.csv"], {})
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("xling-ray")
+    assert experiment.artifact_location == (db.parent / "mlartifacts").as_uri()
+    stored = db.parent / "mlartifacts" / parent / "artifacts" / "leaderboard.csv"
+    assert stored.read_text() == "config_id,gap\nabc,1.5\n"
+    assert [a.path for a in client.list_artifacts(parent)] == ["leaderboard.csv"]
+    assert list(cwd.iterdir()) == []
+    # The other stores: a relative database beside itself; a server database beside the run folders of
+    # --storage; a file store and a tracking server keep their own place.
+    assert artifact_root("sqlite:///m.db", str(run_dir)) == (cwd / "mlartifacts").as_uri()
+    assert artifact_root("postgresql://u@host/db", str(run_dir)) == (tmp_path / "runs" / "mlartifacts").as_uri()
+    assert artifact_root("postgresql://u@host/db", "s3://bucket/runs/q") == "s3://bucket/runs/mlartifacts"
+    assert artifact_root(f"file:{tmp_path / 'mlruns'}", str(run_dir)) is None
+    assert artifact_root("http://127.0.0.1:5000", str(run_dir)) is None

@@ -226,3 +226,97 @@ def test_embedding_diagnostics_are_logged_at_each_evaluation(tiny_recipe):
                                                                          max_length=recipe.model.max_length)}))
     for key, value in direct.items():
         assert last[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_a_checkpoint_holding_a_crafted_pickle_is_refused_in_one_line_without_running_it(tmp_path):
+    """Checkpoints live in shared storage, writable by whoever can write to the bucket: they are
+    read with ``weights_only=True``, so a pickle that would run code is refused, unrun."""
+    import os
+
+    from xling_ray.train.loop import UnsafeCheckpointError, load_checkpoint_state
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    ckpt = tmp_path / "checkpoint_000000"
+    ckpt.mkdir()
+    torch.save({"pawsx": {"model": {}}, "rng": Payload()}, ckpt / "state.pt")
+    with pytest.raises(UnsafeCheckpointError) as err:
+        load_checkpoint_state(str(ckpt))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{ckpt / 'state.pt'}: refused")
+    assert "system" in message  # names what it would have called
+    assert not marker.exists()
+    # What xling-ray writes itself (tensors, numbers, RNG states as tensors) loads back whole.
+    torch.save({"pawsx": {"model": {"w": torch.ones(2)}, "optimizer": {"param_groups": [{"lr": 1e-4, "betas": (0.9, 0.99)}]}},
+                "rng": {"torch": torch.get_rng_state(), "numpy": loop_module._numpy_rng_state(),
+                        "python": __import__("random").getstate()}}, ckpt / "state.pt")
+    state = load_checkpoint_state(str(ckpt))
+    assert torch.equal(state["pawsx"]["model"]["w"], torch.ones(2))
+    import numpy as np
+
+    before = np.random.get_state()
+    np.random.rand(3)
+    loop_module._set_numpy_rng_state(state["rng"]["numpy"])
+    after = np.random.get_state()
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+
+
+def test_evaluations_run_on_the_examples_seen_clock_with_a_subset_during_the_epoch(tiny_recipe, tmp_path):
+    # 48 pairs per task at batch 16: 3 rounds an epoch, each 2 x 16 = 32 examples; 2 epochs, 192 in all.
+    # Every 40 examples: the rounds that pass 40, 80, 120, 160 (64, 96, 128, 160), and each epoch's end.
+    recipe = tiny_recipe.with_updates({"train.eval_every_examples": 40, "train.eval_subset_per_language": 5})
+    reference = LocalSession()
+    run_recipe(recipe, reference)
+    reports = reference.reports
+    assert [r["examples_seen"] for r in reports] == [64, 96, 128, 160, 192]
+    assert [r["epoch"] for r in reports] == pytest.approx([2 / 3, 1.0, 4 / 3, 5 / 3, 2.0])
+    assert [r["eval_full"] for r in reports] == [0, 1, 0, 0, 1]
+    for r in reports:  # 5 examples per language during the epoch, all 12 at its end
+        per = 12 if r["eval_full"] else 5
+        accs = [v for k, v in r.items() if k.startswith(("acc_xnli_", "acc_pawsx_")) and not k.endswith("_target")]
+        assert len(accs) == 22 and all(abs(v * per / 100 - round(v * per / 100)) < 1e-9 for v in accs)
+    # The end of training is the same run as without the clock: evaluating changes no weight.
+    plain = LocalSession()
+    run_recipe(tiny_recipe, plain)
+    strip = lambda r: {k: v for k, v in r.items() if k.startswith(("acc_", "gap"))}  # noqa: E731
+    assert strip(plain.reports[-1]) == strip(reports[-1]) and strip(plain.reports[0]) == strip(reports[1])
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfterThreeReports(LocalSession):
+        def report(self, metrics, checkpoint_dir):
+            super().report(metrics, checkpoint_dir)
+            if len(self.reports) == 3:
+                raise Killed
+
+    from xling_ray.noise import PREDICTIONS_FILE
+
+    with pytest.raises(Killed):
+        run_recipe(recipe, DiesAfterThreeReports(checkpoint_root=str(tmp_path)))
+    # The mid-epoch checkpoint keeps no predictions: they would be of the subset, not of every evaluated id.
+    assert (tmp_path / "latest" / "progress.json").is_file() and not (tmp_path / "latest" / PREDICTIONS_FILE).exists()
+    resumed = LocalSession(checkpoint_root=str(tmp_path))
+    run_recipe(recipe, resumed)  # from the mid-epoch checkpoint at 128 examples: each later evaluation once
+    assert [r["examples_seen"] for r in resumed.reports] == [160, 192]
+    assert [strip(r) for r in resumed.reports] == [strip(r) for r in reports[3:]]
+    assert (tmp_path / "latest" / PREDICTIONS_FILE).is_file()  # the end of the last epoch: every id's
+
+
+def test_the_evaluation_subset_takes_the_same_positions_in_every_language():
+    from xling_ray.data.batches import EncodedSet
+
+    def parallel(lang: str) -> EncodedSet:  # position i carries token i in every language
+        return EncodedSet("xnli", lang, tuple((i,) for i in range(30)), tuple(i % 3 for i in range(30)))
+
+    sets = {lang: parallel(lang) for lang in ("en", "de", "sw")}
+    quick = loop_module.eval_subset(sets, 7, seed=0)
+    picked = [tuple(ids[0] for ids in d.input_ids) for d in quick.values()]
+    assert len(set(picked)) == 1 and len(picked[0]) == 7 and list(picked[0]) == sorted(picked[0])
+    assert quick["de"].labels == tuple(i % 3 for i in picked[0])
+    assert loop_module.eval_subset(sets, 7, seed=1)["en"].input_ids != quick["en"].input_ids
+    assert loop_module.eval_subset(sets, 30, seed=0) is None and loop_module.eval_subset(sets, None, seed=0) is None

@@ -9,6 +9,8 @@ target-language pool (``losses.pool``) under the model as loaded.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 
@@ -26,9 +28,9 @@ class ToySettings(MethodSettings):
     weight: float = Field(0.0, ge=0, description="w, the weight of the centroid pull")
     per_language: int = Field(8, ge=1, description="target texts per language in the centroid")
 
-    @property
-    def active(self) -> bool:
-        return self.weight > 0
+    @classmethod
+    def off(cls) -> dict[str, Any]:
+        return {"weight": 0.0}
 
 
 def target_centroid(ctx: PrepareContext) -> torch.Tensor:

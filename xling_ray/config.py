@@ -10,9 +10,11 @@ at once with the field's dotted path instead of being silently ignored.
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 #: XNLI's 15 languages, then PAWS-X's two that XNLI lacks: the 17 evaluated.
 XNLI_LANGUAGES = ("en", "fr", "es", "de", "el", "bg", "ru", "tr", "ar", "vi", "th", "zh", "hi", "sw", "ur")
@@ -58,6 +60,9 @@ class DataConfig(_Strict):
     split: Literal["validation", "test"] = "validation"
     eval_max_per_language: int | None = Field(None, ge=1, description="cap per language, drawn with `seed`")
     train_size: int | None = Field(None, ge=1, description="English training examples per task, drawn with `seed`")
+    train_full: bool = Field(
+        False, description="require each task's whole published English training set (MultiNLI, PAWS-X English): "
+                           "a source holding fewer pairs (the offline copy) is an error, not a smaller run")
     eval_skip_first: dict[Literal["xnli", "pawsx"], int] = Field(
         default_factory=dict,
         description="leave the first n examples (id order) of a task's evaluation split out, e.g. to serve as a text pool")
@@ -99,6 +104,13 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(64, ge=1)
     epochs: int = Field(2, ge=1)
     eval_every_steps: int | None = Field(None, ge=1, description="also evaluate every N steps (default: once per epoch)")
+    eval_every_examples: int | None = Field(
+        None, ge=1, description="also evaluate each time the training examples seen (summed over tasks and workers, "
+                                "the `examples_seen` of every report) pass a multiple of N; the end of each epoch "
+                                "is always evaluated")
+    eval_subset_per_language: int | None = Field(
+        None, ge=1, description="evaluations during an epoch score only n examples per language (the same ids in "
+                                "every language, drawn with data.seed); the end of each epoch scores them all")
     max_grad_norm: float | None = Field(1.0, gt=0)
     diagnostics_per_language: int | None = Field(
         None, ge=2, description="also log embedding diagnostics (diag_<task>_<metric>: translation retrieval, alignment, "
@@ -109,12 +121,22 @@ class TrainConfig(_Strict):
 
 class MethodSettings(_Strict):
     """Base of a method's typed settings (``losses.<key>`` of a recipe): unknown fields are
-    errors, values are frozen. ``active``: whether the method is on (it prepares and
-    weighs nothing when off)."""
+    errors, values are frozen.
+
+    The one notion of "off": :meth:`off`, which each method must give, names the settings
+    that switch it off and their values. The method is ``active`` (it prepares, and the
+    step weighs its terms) when any of them differs from its off value; the plain baseline
+    of a sweep sets them all (:func:`xling_ray.tune.space.plain_point`)."""
+
+    @classmethod
+    def off(cls) -> dict[str, Any]:
+        """Setting -> the value that switches the method off, e.g. ``{"w_ot": 0.0}``."""
+        raise NotImplementedError(f"{cls.__module__}.{cls.__qualname__} must say which settings switch its method "
+                                  "off (the classmethod `off`, e.g. {'weight': 0.0})")
 
     @property
     def active(self) -> bool:
-        raise NotImplementedError(f"{type(self).__name__} must say when its method is on (the `active` property)")
+        return any(getattr(self, field) != value for field, value in type(self).off().items())
 
 
 class PoolConfig(_Strict):
@@ -143,26 +165,46 @@ class PoolConfig(_Strict):
 #: Method key -> its typed settings, read under ``losses.<key>`` of a recipe. Filled by
 #: :func:`xling_ray.methods.register` (each method module registers its own settings).
 _METHOD_SETTINGS: dict[str, type[BaseModel]] = {}
-#: Where the built-in methods live, imported on first validation: a plug-in point named here,
-#: not an import of this module, so the configuration stays below the layers that use it.
-BUILTIN_METHODS = "xling_ray.methods"
+#: Method key -> the module that registered it: a recipe has a method's section when the
+#: method is built in or that module is (in) one the recipe names in ``methods:``.
+_OWNERS: dict[str, str] = {}
+#: The built-in methods' settings, imported on first validation: torch-free (pydantic only),
+#: named here, not imported, so the configuration stays below the layers that use it.
+BUILTIN_METHODS = "xling_ray.method_settings"
+#: The ``methods:`` of the recipe being validated (:class:`RecipeConfig`), read by :class:`LossConfig`.
+_NAMED_METHODS: ContextVar[tuple[str, ...]] = ContextVar("xling_ray_named_methods", default=())
 
 
-def register_method_settings(key: str, settings: type[BaseModel]) -> None:
+def register_method_settings(key: str, settings: type[BaseModel], owner: str | None = None) -> None:
     """Make ``losses.<key>`` a recipe section validated by ``settings`` (see
-    :func:`xling_ray.methods.register`). Registering the same key again replaces it
-    only for a class of the same name from the same module (a module imported again)."""
+    :func:`xling_ray.methods.register`), for recipes that name ``owner`` (the registering
+    module; default: the settings' module) in ``methods:``, or for every recipe when it is
+    built in. Registering the same key again replaces it only for a class of the same name
+    from the same module (a module imported again); the first owner stays."""
     old = _METHOD_SETTINGS.get(key)
     if key in LossConfig.model_fields or (
             old is not None and (old.__module__, old.__qualname__) != (settings.__module__, settings.__qualname__)):
         raise ValueError(f"losses.{key} is already taken ({old.__module__ if old else 'LossConfig'}); "
                          f"pick another key for {settings.__module__}.{settings.__qualname__}")
     _METHOD_SETTINGS[key] = settings
+    _OWNERS.setdefault(key, owner or settings.__module__)
 
 
 def unregister_method_settings(key: str) -> None:
     """Forget ``losses.<key>`` (:func:`xling_ray.methods.unregister`)."""
     _METHOD_SETTINGS.pop(key, None)
+    _OWNERS.pop(key, None)
+
+
+def _within(module: str, named: str) -> bool:
+    return module == named or module.startswith(named + ".")
+
+
+def builtin_method(key: str) -> bool:
+    """Whether ``key`` is a built-in method (in every recipe, whatever its ``methods:``)."""
+    import_methods()
+    owner = _OWNERS.get(key, "")
+    return _within(owner, BUILTIN_METHODS) or _within(owner, "xling_ray.methods")
 
 
 def import_methods(modules: "tuple[str, ...] | list[str]" = ()) -> None:
@@ -177,10 +219,17 @@ def import_methods(modules: "tuple[str, ...] | list[str]" = ()) -> None:
                              "importable where the recipe is read (on every Ray worker too)") from None
 
 
-def method_settings() -> dict[str, type[BaseModel]]:
-    """``losses.<key>`` -> settings class of every registered method, in registration order."""
+def method_settings(named: "tuple[str, ...] | None" = None) -> dict[str, type[BaseModel]]:
+    """``losses.<key>`` -> settings class, in registration order: of every registered
+    method (``named`` None), or of those a recipe naming the modules ``named`` in
+    ``methods:`` has: the built-in ones and those registered by (a module in) ``named``,
+    whatever else this process has imported."""
     import_methods()
-    return dict(_METHOD_SETTINGS)
+    if named is None:
+        return dict(_METHOD_SETTINGS)
+    return {key: settings for key, settings in _METHOD_SETTINGS.items()
+            if builtin_method(key) or any(_within(m, n) for m in {_OWNERS.get(key, ""), settings.__module__}
+                                          for n in named)}
 
 
 class LossConfig(BaseModel):
@@ -206,10 +255,18 @@ class LossConfig(BaseModel):
             return data
         if not isinstance(data, dict):
             return handler(data)
-        registered = method_settings()
+        named = _NAMED_METHODS.get()
+        registered = method_settings(named)
         data = dict(data)
         own = {k: data.pop(k) for k in list(data) if k in cls.model_fields}
-        errors: list[Any] = [{"type": "extra_forbidden", "loc": (k,), "input": data[k]} for k in data if k not in registered]
+        elsewhere = method_settings()
+        errors: list[Any] = [
+            {"type": PydanticCustomError(
+                "method_not_named", f"method {k!r} is registered by {_OWNERS.get(k, '?')}, which the recipe's "
+                f"`methods:` does not name (it has {list(named)}); add it there"),
+             "loc": (k,), "input": data[k]} if k in elsewhere else
+            {"type": "extra_forbidden", "loc": (k,), "input": data[k]}
+            for k in data if k not in registered]
         sections = {}
         for key, settings in registered.items():
             value = data.get(key, {})
@@ -227,7 +284,8 @@ class LossConfig(BaseModel):
         return out
 
     def methods(self) -> dict[str, BaseModel]:
-        """Method key -> its settings, for every registered method."""
+        """Method key -> its settings: the built-in methods and those of the modules the
+        recipe names in ``methods:``."""
         return dict(self.__pydantic_extra__ or {})
 
 
@@ -246,8 +304,18 @@ class ScalingConfig(_Strict):
                             "bf16, e.g. AVX512-BF16 or AMX; emulated, and slower, elsewhere); no: float32 everywhere")
     memory_limit_gb: float | None = Field(
         None, gt=0, description="cap each training process at this many GiB of address space above what it maps when "
-                                "training starts (Linux): a configuration that cannot fit fails alone, 'out of memory', "
-                                "instead of the machine's OOM killer taking another process (xling_ray/train/memory.py)")
+                                "training starts (Linux, CPU trials only): a configuration that cannot fit fails alone, "
+                                "'out of memory', instead of the machine's OOM killer taking another process; Ray's "
+                                "`memory` resource reserves as much per trial (xling_ray/train/memory.py)")
+
+    @model_validator(mode="after")
+    def _memory_cap_on_cpus(self) -> "ScalingConfig":
+        if self.memory_limit_gb is not None and self.use_gpu:
+            raise ValueError(
+                f"scaling.memory_limit_gb={self.memory_limit_gb:g} caps a process's address space, which CUDA reserves "
+                "in bulk when it starts: not with a GPU (scaling.use_gpu); leave it unset there (a CUDA out-of-memory "
+                "error fails the trial alone, and Ray's memory monitor guards the host's memory)")
+        return self
 
 
 class RecipeConfig(_Strict):
@@ -260,13 +328,22 @@ class RecipeConfig(_Strict):
         (), description="modules that register methods beyond the built-in ones (e.g. 'my_lab.methods.toy'), "
                         "imported before `losses` is read: wherever the recipe is read, Ray workers included")
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _import_methods(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("methods"):
-            modules = data["methods"]
-            import_methods([modules] if isinstance(modules, str) else list(modules))
-        return data
+    def _import_methods(cls, data: Any, handler: Any) -> "RecipeConfig":
+        """Import the modules of ``methods:``, then validate ``losses`` against the built-in
+        methods and theirs alone (:func:`method_settings`)."""
+        if not isinstance(data, dict):
+            return handler(data)
+        modules = data.get("methods") or ()
+        modules = (modules,) if isinstance(modules, str) else tuple(modules)
+        if modules:
+            import_methods(list(modules))
+        token = _NAMED_METHODS.set(tuple(str(m) for m in modules))
+        try:
+            return handler(data)
+        finally:
+            _NAMED_METHODS.reset(token)
 
     def evaluated_on(self, split: Literal["validation", "test"]) -> "RecipeConfig":
         """This recipe scored on all of ``split`` (``final``, ``train --split``): nothing held

@@ -144,7 +144,7 @@ def submit(
     0 when it SUCCEEDED, else 1. Ctrl-C stops following, not the job."""
     client = job_client(address)
     entrypoint = shlex.join(["python", "-m", "xling_ray.cli", *command])
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None, submission_id=job_id)
+    job_id = _submit_job(client, entrypoint, runtime_env or None, job_id)
     print(f"Submitted job {job_id} to {dashboard_address(address)}: {entrypoint}")
     print(follow_hint(address, job_id), flush=True)
     if not wait:
@@ -159,6 +159,28 @@ def submit(
     info = client.get_job_info(job_id)
     print(f"\nJob {job_id} {status}" + (f": {info.message}" if status != "SUCCEEDED" and info.message else ""))
     return 0 if status == "SUCCEEDED" else 1
+
+
+# A head that has just started answers job submissions with this until its job agent is up
+# (Ray's job server, HTTP 500); it is worth waiting for, as for a head that is still starting.
+NO_AGENT = "No available agent to submit job"
+
+
+def _submit_job(client, entrypoint: str, runtime_env: dict[str, Any] | None, job_id: str | None,
+                wait_s: float = 60.0, poll_s: float = 2.0) -> str:
+    """``client.submit_job``, retried for up to ``wait_s`` while the head has no job agent yet."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id)
+        except RuntimeError as err:
+            if NO_AGENT not in str(err) or time.monotonic() > deadline:
+                raise
+            if not told:
+                print(f"The head has no job agent yet; trying again for up to {wait_s:.0f} s", flush=True)
+                told = True
+            time.sleep(poll_s)
 
 
 async def _print_logs(client, job_id: str) -> None:

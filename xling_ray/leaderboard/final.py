@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from xling_ray.config import ConfigError, RecipeConfig
-from xling_ray.leaderboard.table import Leaderboard, build_leaderboard, config_settings, group_configs, load_trials
+from xling_ray.leaderboard.intervals import add_noise
+from xling_ray.leaderboard.table import (Leaderboard, RunNotFoundError, build_leaderboard, config_settings,
+                                         group_configs, load_leaderboard, load_trials)
 
 
 def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False, seeds: int | None = None,
@@ -40,7 +42,7 @@ def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False,
 
     space = load_run_space(run_dir)
     if board is None:
-        board = build_leaderboard(run_dir, space)
+        board = sweep_leaderboard(run_dir, space)
     configs = board.configs
     ok = configs["status"] == "TERMINATED"
     if feasible_only and "feasible" in configs:
@@ -65,6 +67,20 @@ def final_jobs(run_dir: str | Path, top: int, split: str, heldout: bool = False,
             jobs[f"{row['config_id']}-seed{seed}"] = {"config_id": row["config_id"], "seed": seed,
                                                      "settings": settings, "recipe": recipe.model_dump()}
     return jobs
+
+
+def sweep_leaderboard(run_dir: str | Path, space=None) -> Leaderboard:
+    """The sweep's leaderboard, built from its trials; where they are gone (a folder that kept
+    only ``leaderboard.csv``, ``leaderboard_trials.csv`` and ``search_space.yaml``, as
+    bench/study's results do), the one written beside them
+    (:func:`~xling_ray.leaderboard.table.load_leaderboard`)."""
+    try:
+        return build_leaderboard(run_dir, space)
+    except RunNotFoundError as no_sweep:
+        try:
+            return load_leaderboard(run_dir, space)
+        except RunNotFoundError:
+            raise no_sweep from None
 
 
 def check_jobs(jobs: dict[str, dict[str, Any]], split: str, heldout: bool) -> None:
@@ -112,12 +128,16 @@ def final_leaderboard(path: str, space, jobs: dict[str, dict[str, Any]]) -> Lead
         job = jobs[config["job"]]
         return job["config_id"], job["seed"], job["settings"]
 
-    return rank_trials(load_trials(path, space, describe=describe), space)
+    predictions: dict = {}
+    return rank_trials(load_trials(path, space, describe=describe, predictions=predictions), space, predictions)
 
 
-def rank_trials(trials, space) -> Leaderboard:
+def rank_trials(trials, space, predictions: dict | None = None) -> Leaderboard:
     """Final trials (of one Tune run, or several runs of the same configurations concatenated)
-    ranked by the sweep's rules."""
+    ranked by the sweep's rules, with their error bars and intervals against rank 1 where
+    ``predictions`` (trial id -> :class:`~xling_ray.noise.Predictions`) holds their kept predictions
+    (:mod:`xling_ray.leaderboard.intervals`)."""
     s = space.sweep
-    return Leaderboard(group_configs(trials, s.metrics, s.modes, s.constraint, space.baseline_point), trials,
-                       s.metrics, s.modes, s.constraint)
+    configs = group_configs(trials, s.metrics, s.modes, s.constraint, space.baseline_point)
+    return Leaderboard(add_noise(configs, trials, predictions or {}), trials, s.metrics, s.modes, s.constraint,
+                       dict(predictions or {}))

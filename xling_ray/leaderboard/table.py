@@ -27,10 +27,18 @@ configuration ranks after every configuration that learned, whatever its gap.
 Trials of runs from before the metric existed count as not collapsed (unknown).
 With ``constraint.baseline: plain``, ``baseline`` marks the plain configuration
 the floor is measured on.
+
+``stopped_at``: where early stopping (``sweep.scheduler: asha``,
+:class:`~xling_ray.tune.early_stopping.SeedGroupASHA`) stopped the configuration, its
+rung in training examples and the mean of the judged metric over its seeds there
+(``1000 examples: gap 4.21``); empty when it was not stopped. A stopped configuration's
+``status`` is ``STOPPED`` (its seeds are Tune's ``TERMINATED``), its figures are those of
+the rung (an evaluation during the epoch scores ``train.eval_subset_per_language``
+examples), and it ranks after every configuration that trained to its end.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ import pandas as pd
 
 from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
 from xling_ray.metrics import COLLAPSE_THRESHOLD
+from xling_ray.noise import PREDICTIONS_FILE, Predictions, load_predictions_table, save_predictions_table
+from xling_ray.leaderboard.intervals import VERSUS_COLUMNS, add_noise, noise_notes
 from xling_ray.tune.space import LOSS_SWITCHES, Constraint, SearchSpace, same_settings
 
 #: Result keys that are metrics (a trial's figures), by prefix; the other columns of a trial are settings.
@@ -46,6 +56,10 @@ METRIC_PREFIXES = ("acc_", "gap", "diag_", "top_class_", "collapsed", "majority_
 SUMMARY_COLUMNS = ["gap", "gap_xnli", "gap_pawsx", "acc_en", "acc_target", "acc_xnli_target", "acc_pawsx_target"]
 LANGUAGE_COLUMNS = [f"acc_xnli_{l}" for l in XNLI_LANGUAGES] + [f"acc_pawsx_{l}" for l in PAWSX_LANGUAGES]
 _STATUS_ORDER = ["ERROR", "RUNNING", "PENDING", "PAUSED", "TERMINATED"]  # a configuration is as far as its least finished seed
+#: A configuration's status when early stopping stopped it (its seeds are Tune's TERMINATED).
+STOPPED = "STOPPED"
+#: Columns of a trial that are neither metrics nor settings.
+_TRIAL_FIELDS = ("trial_id", "status", "config_id", "seed", "epoch", "error", "stopped_at")
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -59,6 +73,8 @@ class Leaderboard:
     metrics: tuple[str, ...] = ("gap",)
     modes: tuple[str, ...] = ("min",)
     constraint: Constraint | None = None
+    #: Each trial's kept predictions (trial id -> :class:`~xling_ray.noise.Predictions`), where it kept them.
+    predictions: dict[str, Predictions] = field(default_factory=dict)
 
     @property
     def multi_objective(self) -> bool:
@@ -69,12 +85,52 @@ def build_leaderboard(run_dir: str | Path, space: SearchSpace | None = None) -> 
     """Rank the sweep in ``run_dir`` (a local path or a URI Ray's storage reads)."""
     if space is None:
         space = _run_space(run_dir)
-    trials = load_trials(run_dir, space)
+    predictions: dict[str, Predictions] = {}
+    trials = load_trials(run_dir, space, predictions=predictions)
     s = space.sweep if space else None
     metrics, modes = (s.metrics, s.modes) if s else (("gap",), ("min",))
     constraint = s.constraint if s else None
     baseline = space.baseline_point if space else None
-    return Leaderboard(group_configs(trials, metrics, modes, constraint, baseline), trials, metrics, modes, constraint)
+    stopped = stopped_configs(run_dir)
+    if not trials.empty:
+        by_config = _stopped_by_config(trials, stopped)
+        trials["stopped_at"] = [stopped_label(by_config[c]) if c in by_config else "" for c in trials["config_id"]]
+        # Tune's snapshot keeps a seed that was paused at the rung as PAUSED after early stopping stopped it
+        # (it does not save a paused trial's stop); its run ended there: TERMINATED, as Tune had it.
+        trials.loc[trials["config_id"].isin(list(by_config)) & (trials["status"] == "PAUSED"), "status"] = "TERMINATED"
+    configs = add_noise(group_configs(trials, metrics, modes, constraint, baseline, stopped), trials, predictions)
+    return Leaderboard(configs, trials, metrics, modes, constraint, predictions)
+
+
+def stopped_configs(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Config id -> where early stopping stopped it, from the run folder
+    (:func:`xling_ray.tune.early_stopping.load_stopped`); ``{}`` without early stopping."""
+    from xling_ray.tune.early_stopping import load_stopped
+
+    return load_stopped(run_dir)
+
+
+def _stopped_by_config(trials: pd.DataFrame, stopped: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``stopped`` (keyed as the scheduler keys a configuration: its first seed's trial id) keyed by the
+    leaderboard's ``config_id`` of its trials (``trial_ids``; the key itself where it is a trial id or a
+    config id of ``trials``)."""
+    if not stopped or trials.empty:
+        return {}
+    config_of = dict(zip(trials["trial_id"], trials["config_id"]))
+    ids = set(trials["config_id"])
+    out = {}
+    for key, entry in stopped.items():
+        configs = {config_of[t] for t in entry.get("trial_ids") or [key] if t in config_of}
+        for config in configs or ({key} & ids):
+            out[config] = entry
+    return out
+
+
+def stopped_label(stopped: dict[str, Any]) -> str:
+    """``1000 examples: gap 4.21`` (:func:`xling_ray.tune.early_stopping.stopped_label`)."""
+    from xling_ray.tune.early_stopping import stopped_label as label
+
+    return label(stopped)
 
 
 def _run_space(run_dir) -> SearchSpace | None:
@@ -87,34 +143,84 @@ def _run_space(run_dir) -> SearchSpace | None:
         return None  # a run from before search spaces were saved: defaults
 
 
-def load_trials(run_dir: str | Path, space: SearchSpace | None = None, describe=None) -> pd.DataFrame:
+def load_trials(run_dir: str | Path, space: SearchSpace | None = None, describe=None,
+                predictions: dict[str, Predictions] | None = None) -> pd.DataFrame:
     """One row per trial: ``trial_id, status, config_id, seed``, the metrics of its last
     report, ``epoch``, the searched settings, ``error``.
+
+    ``predictions`` (a dict): filled with each trial's kept predictions (trial id ->
+    :class:`~xling_ray.noise.Predictions`, :func:`trial_predictions`), where they are of its last report.
 
     ``describe(config) -> (config_id or None, seed, settings)`` reads a trial's Tune
     config; by default a sweep's: the searched settings and the seed index, with
     trials of equal settings sharing the first one's id."""
     from ray.tune import ExperimentAnalysis
 
+    from xling_ray.tune.storage import resolve_storage
+
     try:
-        analysis = ExperimentAnalysis(str(run_dir))
+        analysis = ExperimentAnalysis(resolve_storage(run_dir))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         raise RunNotFoundError(f"{run_dir}: no sweep here ({err}); pass the folder `xling-ray sweep` printed") from None
     describe = describe or _sweep_trial(space.recipe.train.seed if space else 0)
+
+    def keep(trial, result: dict) -> None:
+        if predictions is not None:
+            kept = trial_predictions(trial, run_dir)
+            if kept is not None and result.get("epoch") is not None and kept.epoch == result["epoch"]:
+                predictions[trial.trial_id] = kept
+
+    return _trials_table(analysis.trials, describe, lambda trial: trial.status, _error_line, keep)
+
+
+def live_trials(trials: list, space: SearchSpace | None = None, status_of=None) -> pd.DataFrame:
+    """:func:`load_trials`'s table from Tune's live ``Trial`` objects (what a callback holds
+    while the sweep runs). ``status_of(trial)``: its status (default: ``trial.status``; a
+    callback told of a trial's end before Tune sets it passes its own)."""
+    describe = _sweep_trial(space.recipe.train.seed if space else 0)
+    return _trials_table(trials, describe, status_of or (lambda trial: trial.status), lambda trial: "")
+
+
+def _trials_table(trials, describe, status_of, error_of, keep=None) -> pd.DataFrame:
+    """The rows of :func:`load_trials` and :func:`live_trials`; ``keep(trial, last_result)`` is
+    called for each trial (the kept predictions)."""
     rows, groups = [], {}
     # Tune lists trials in the order it restored them; sort so ids and seed lists are stable.
-    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
-        config_id, seed, settings = describe(trial.config or {})
+    for trial in sorted(trials, key=lambda t: t.trial_id):
+        config_id, seed, settings = describe(getattr(trial, "config", None) or {})
         key = tuple(sorted((k, repr(v)) for k, v in settings.items()))
         config_id = config_id or groups.setdefault(key, trial.trial_id)
         result = trial.last_result or {}
-        row = {"trial_id": trial.trial_id, "status": trial.status, "config_id": config_id, "seed": seed}
+        row = {"trial_id": trial.trial_id, "status": status_of(trial), "config_id": config_id, "seed": seed}
         row.update({k: v for k, v in result.items() if k.startswith(METRIC_PREFIXES)})
         row["epoch"] = result.get("epoch")
         row.update(settings)
-        row["error"] = _error_line(trial)
+        row["error"] = error_of(trial)
         rows.append(row)
+        if keep is not None:
+            keep(trial, result)
     return pd.DataFrame(rows)
+
+
+def trial_predictions(trial, run_dir: str | Path) -> Predictions | None:
+    """The predictions a trial kept in its last checkpoint (``predictions.npz``), read through
+    the checkpoint's own filesystem (a local folder, S3, ...); None when it kept none. A trial
+    that trains on Ray Train workers reports its checkpoint's path (``checkpoint_path``, on the
+    run's storage) instead of a Tune checkpoint."""
+    from xling_ray.tune.storage import open_run_dir
+
+    ckpt = trial.checkpoint
+    try:
+        if ckpt is not None:
+            fs, path = ckpt.filesystem, ckpt.path
+        elif (trial.last_result or {}).get("checkpoint_path"):
+            fs, path = open_run_dir(run_dir)[0], trial.last_result["checkpoint_path"]
+        else:
+            return None
+        with fs.open_input_file(f"{path}/{PREDICTIONS_FILE}") as f:
+            return Predictions.from_bytes(f.read())
+    except (FileNotFoundError, OSError):
+        return None
 
 
 def _sweep_trial(base_seed: int):
@@ -128,19 +234,26 @@ def _sweep_trial(base_seed: int):
 
 
 def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constraint: Constraint | None = None,
-                  baseline: dict[str, Any] | None = None) -> pd.DataFrame:
+                  baseline: dict[str, Any] | None = None,
+                  stopped: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """One ranked row per configuration (see the module docstring). ``baseline``: the
-    plain baseline's settings (``SearchSpace.baseline_point``), for ``constraint.baseline: plain``."""
+    plain baseline's settings (``SearchSpace.baseline_point``), for ``constraint.baseline: plain``.
+    ``stopped``: config id -> where early stopping stopped it (:func:`stopped_configs`), for
+    ``stopped_at`` and the status ``STOPPED``."""
     if trials.empty:
         return trials
+    stopped = _stopped_by_config(trials, stopped or {})
     metric_cols = [c for c in trials.columns if c.startswith(METRIC_PREFIXES)]
-    settings = [c for c in trials.columns if c not in {"trial_id", "status", "config_id", "seed", "epoch", "error", *metric_cols}]
+    settings = [c for c in trials.columns if c not in {*_TRIAL_FIELDS, *metric_cols}]
     rows = []
     for config_id, g in trials.groupby("config_id", sort=False):
         g = g.sort_values("seed", kind="stable")
         statuses = set(g["status"])
-        row = {"config_id": config_id, "status": next(s for s in _STATUS_ORDER + sorted(statuses) if s in statuses),
-               "seeds": len(g)}
+        status = next(s for s in _STATUS_ORDER + sorted(statuses) if s in statuses)
+        if config_id in stopped and statuses <= {"TERMINATED", "PAUSED"}:
+            status = STOPPED  # every seed ended at the rung (a paused one in a live sweep is stopped just after)
+        row = {"config_id": config_id, "status": status, "seeds": len(g),
+               "stopped_at": stopped_label(stopped[config_id]) if config_id in stopped else ""}
         for c in metric_cols:
             if c.startswith("collapsed"):
                 continue
@@ -186,11 +299,24 @@ def group_configs(trials: pd.DataFrame, metrics=("gap",), modes=("min",), constr
     df = df.drop(columns=["_incomplete", "_collapsed", "_infeasible"])
     df.insert(0, "rank", range(1, len(df) + 1))
     marks = [c for c in ("feasible", "collapsed", "baseline", "pareto") if c in df]
-    first = ["rank", "config_id", "status", "seeds"] + marks
+    first = ["rank", "config_id", "status", "seeds"] + marks + ["stopped_at"]
     first += [c for col in SUMMARY_COLUMNS for c in (col, f"{col}_std") if c in df]
     first += [c for c in LANGUAGE_COLUMNS + ["epoch"] if c in df]
     rest = [c for c in df.columns if c not in first and c not in ("seed_list", "trial_ids", "error")]
     return df[first + rest + ["seed_list", "trial_ids", "error"]].reset_index(drop=True)
+
+
+def rank_one(configs: pd.DataFrame, metrics=("gap",)) -> pd.Series | None:
+    """The leaderboard's rank 1 (:func:`group_configs`' first row) when it is a result: every
+    seed finished with the first objective, and no seed collapsed; ``None`` otherwise (nothing
+    finished yet, or only collapsed configurations). Where no configuration is feasible,
+    rank 1 is an infeasible one (its ``feasible`` False). The live progress line shows this
+    row (:class:`xling_ray.tune.progress.SweepProgress`)."""
+    if configs.empty:
+        return None
+    first = configs.iloc[0]
+    finished = first["status"] == "TERMINATED" and all(not _missing(first.get(m)) for m in metrics)
+    return first if finished and not bool(first.get("collapsed", False)) else None
 
 
 def _missing(value: Any) -> bool:
@@ -252,9 +378,15 @@ def leaderboard_notes(board: "Leaderboard") -> list[str]:
                  "(it learned nothing); ranked after every configuration that learned, whatever its gap")
     if "baseline" in configs:
         notes.append("baseline: plain fine-tuning (every regularizer off), run by the sweep to measure the floor")
+    if "stopped_at" in configs and configs["stopped_at"].fillna("").astype(bool).any():
+        notes.append("stopped_at: early stopping (sweep.scheduler asha) stopped the configuration, all its seeds, at "
+                     "that rung (training examples) on the mean of its seeds' metric there (an evaluation during an "
+                     "epoch scores train.eval_subset_per_language examples); its figures are the rung's, and it ranks "
+                     "after every configuration that trained to its end")
     if board.multi_objective:
         notes.append("pareto: not dominated on " + ", ".join(f"{m} ({o})" for m, o in zip(board.metrics, board.modes))
                      + ", among the finished, feasible configurations that learned")
+    notes += noise_notes(configs, board.predictions)
     return notes
 
 
@@ -303,8 +435,10 @@ def _error_line(trial) -> str:
 
 def write_leaderboard(board: Leaderboard, run_dir: str | Path, prefix: str = "leaderboard") -> list[str]:
     """``<prefix>.csv`` and ``<prefix>.md`` (configurations) and ``<prefix>_trials.csv``
-    into ``run_dir`` (any storage pyarrow writes). Returns the paths written."""
-    from xling_ray.tune.storage import write_text
+    into ``run_dir`` (any storage pyarrow writes), and with kept predictions
+    ``<prefix>_predictions.npz`` (every trial's, :func:`xling_ray.noise.save_predictions_table`).
+    Returns the paths written."""
+    from xling_ray.tune.storage import open_run_dir, write_text
 
     notes = "".join(f"- {n}\n" for n in leaderboard_notes(board)) + "\n"
     files = {
@@ -312,7 +446,13 @@ def write_leaderboard(board: Leaderboard, run_dir: str | Path, prefix: str = "le
         f"{prefix}.md": notes + board.configs.to_markdown(index=False, floatfmt=".2f") + "\n" if not board.configs.empty else "(no trials)\n",
         f"{prefix}_trials.csv": board.trials.to_csv(index=False),
     }
-    return [write_text(run_dir, name, text) for name, text in files.items()]
+    written = [write_text(run_dir, name, text) for name, text in files.items()]
+    if board.predictions:
+        fs, path = open_run_dir(run_dir)
+        with fs.open_output_stream(f"{path}/{prefix}_predictions.npz") as f:
+            f.write(save_predictions_table(board.predictions))
+        written.append(f"{str(run_dir).rstrip('/')}/{prefix}_predictions.npz")
+    return written
 
 
 #: Columns that hold ids; Tune's ids are hex ("4611e919", "12345678") and would parse as numbers.
@@ -335,7 +475,21 @@ def load_leaderboard(run_dir: str | Path, space: SearchSpace | None = None, pref
                            for name in (f"{prefix}.csv", f"{prefix}_trials.csv"))
     except FileNotFoundError as err:
         raise RunNotFoundError(f"{run_dir}: no {prefix}.csv and {prefix}_trials.csv to read ({err})") from None
-    return Leaderboard(configs, trials, *((s.metrics, s.modes, s.constraint) if s else ()))
+    return Leaderboard(configs, trials, *((s.metrics, s.modes, s.constraint) if s else ()),
+                       predictions=read_predictions(run_dir, prefix))
+
+
+def read_predictions(run_dir: str | Path, prefix: str = "leaderboard") -> dict[str, Predictions]:
+    """The trials' predictions :func:`write_leaderboard` wrote beside the leaderboard (``{}`` where
+    none were kept)."""
+    from xling_ray.tune.storage import open_run_dir
+
+    fs, path = open_run_dir(run_dir)
+    try:
+        with fs.open_input_file(f"{path}/{prefix}_predictions.npz") as f:
+            return load_predictions_table(f.read())
+    except (FileNotFoundError, OSError):
+        return {}
 
 
 def read_leaderboard(path) -> pd.DataFrame:
@@ -358,8 +512,13 @@ def format_leaderboard(board: Leaderboard) -> str:
     per_task = ("acc_xnli_target", "acc_pawsx_target", "top_class_", "collapsed_")
     if not (board.constraint is not None and board.constraint.baseline == "majority"):
         per_task += ("majority_en",)
-    shown = df.drop(columns=langs + [c for c in df.columns if c.startswith(per_task)] + ["trial_ids"])
     multi_seed = (df["seeds"] > 1).any()
+    # The printed view keeps the gap's errors; the other errors and the intervals against rank 1 are in the
+    # CSV and the notes.
+    errors = [c for c in df.columns if c.endswith("_se") and c != "gap_se"] + list(VERSUS_COLUMNS)
+    errors += [] if multi_seed else ["gap_se_total"]
+    shown = df.drop(columns=langs + [c for c in df.columns if c.startswith(per_task)] + ["trial_ids"]
+                    + [c for c in errors if c in df])
     for col in SUMMARY_COLUMNS:
         if col in shown and f"{col}_std" in shown:
             if multi_seed:
@@ -369,6 +528,8 @@ def format_leaderboard(board: Leaderboard) -> str:
         shown = shown.drop(columns=["seeds", "seed_list"])
     if not shown["error"].fillna("").astype(bool).any():
         shown = shown.drop(columns="error")
+    if "stopped_at" in shown and not shown["stopped_at"].fillna("").astype(bool).any():
+        shown = shown.drop(columns="stopped_at")  # no configuration was stopped early: the CSV and .md keep it
     per_language = df[key + langs].rename(columns=lambda c: c.removeprefix("acc_"))
     notes = ["metrics: mean ± standard deviation over seeds"] if multi_seed else []
     notes += leaderboard_notes(board)

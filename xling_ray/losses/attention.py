@@ -13,9 +13,8 @@ import torch
 #: Floor inside the logarithms: a key with zero mass must not give log 0.
 LOG_EPS = 1e-8
 
-DivergenceKind = Literal["kl", "symmetric_kl", "mse"]
-#: Which layers' maps are compared: the last, all, or the k-th (settings of XLingLearn and Ding 2022).
-AttentionLayers = Literal["last", "all"] | int
+# The settings' types live with the settings, which a recipe reads without torch.
+from xling_ray.method_settings import AttentionLayers, DivergenceKind  # noqa: E402
 
 
 def _masked_rows(attn: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:

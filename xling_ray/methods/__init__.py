@@ -21,6 +21,7 @@ from xling_ray.methods.base import (
     Preparation,
     PrepareContext,
     active_methods,
+    active_terms,
     register,
     registered_methods,
     unregister,
@@ -30,5 +31,5 @@ from xling_ray.methods.base import (
 # The built-in methods, registered in this order (the order their terms are added to the loss).
 from xling_ray.methods import xlinglearn, xite, adjustment, ding2022  # noqa: E402,F401  isort: skip
 
-__all__ = ["Method", "Preparation", "PrepareContext", "active_methods", "register", "registered_methods",
+__all__ = ["Method", "Preparation", "PrepareContext", "active_methods", "active_terms", "register", "registered_methods",
            "registered_terms", "unregister"]

@@ -4,20 +4,22 @@ A method (XLingLearn, Ding 2022, XITE, cross-lingual adjustment, ...) is one mod
 builds a :class:`Method` and hands it to :func:`register`:
 
 * ``key`` and ``settings``: its typed settings, read under ``losses.<key>`` of a recipe;
+  ``settings.off()`` names the settings that switch it off (the one notion of "off": the
+  method is ``active`` unless they all hold their off value, and the plain baseline of a
+  sweep sets them, :func:`xling_ray.tune.space.plain_point`);
 * ``terms``: its loss terms (:class:`~xling_ray.losses.base.Term`), each weighted by a
-  setting; the step computes ``CE + sum_k w_k L_k`` over every registered term;
+  setting; the step computes ``CE + sum_k w_k L_k`` over the terms of the active methods;
 * ``prepare``: what it needs before training (:class:`Preparation`), with the step at which
   it runs: ``"task"`` once per task when the model is loaded (target-text pools, alignments,
   frozen copies; kept in the task's term state under the step's name), or ``"before"``
   after all tasks are built and before the first step (e.g. adjusting the weights; not on
-  resume, the checkpoint has its result);
-* ``switches``, ``weights``: the settings that turn it on, with the value that turns each
-  off (the plain baseline of a sweep, :func:`xling_ray.tune.space.plain_point`).
+  resume, the checkpoint has its result).
 
 See ``docs/adding-a-method.md`` for a walk through a toy method.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -65,10 +67,6 @@ class Preparation:
     when: Literal["task", "before"] = "task"
 
 
-def _w_fields(settings: type[MethodSettings]) -> dict[str, Any]:
-    return {f: 0.0 for f in settings.model_fields if f.startswith("w_")}
-
-
 @dataclass(frozen=True)
 class Method:
     """A regularization method: its settings, loss terms and preparation steps."""
@@ -77,37 +75,40 @@ class Method:
     settings: type[MethodSettings]
     terms: tuple[LossTerm, ...] = ()
     prepare: tuple[Preparation, ...] = ()
-    #: Settings that turn the method on by themselves -> their off value (default: every ``w_*`` at 0).
-    switches: dict[str, Any] | None = None
-    #: Loss weights switched off where a sweep searches them (default: every ``w_*`` at 0).
-    weights: dict[str, Any] | None = None
     #: ``check(recipe, task, eval_sets)``: read the inputs the method's preparation will read
     #: (pool files, benchmark parts) and raise their error; run in the driver before Ray starts
     #: (:mod:`xling_ray.preflight`), so that a bad input fails once, not in every trial.
     check: Callable[[RecipeConfig, str, dict[str, dict[str, "PairDataset"]]], Any] | None = None
 
-    def switch_values(self) -> dict[str, Any]:
-        return _w_fields(self.settings) if self.switches is None else dict(self.switches)
-
-    def weight_values(self) -> dict[str, Any]:
-        return {**_w_fields(self.settings), **(self.weights or {}), **self.switch_values()}
-
     def on(self, losses: LossConfig) -> bool:
-        return bool(getattr(losses, self.key).active)
+        """Whether ``losses`` has this method, switched on (its settings' ``active``)."""
+        settings = losses.methods().get(self.key)
+        return settings is not None and bool(settings.active)
 
 
 _METHODS: dict[str, Method] = {}
 
 
-def register(method: Method) -> Method:
-    """Make ``method`` part of every recipe: ``losses.<key>`` validates with its settings,
-    the step weighs its terms, the loop runs its preparations. Import the module that calls
-    this before a recipe naming ``losses.<key>`` is read (a recipe's ``methods:`` list does)."""
+def register(method: Method, owner: str | None = None) -> Method:
+    """Make ``method`` part of the recipes that name ``owner`` (default: the calling module)
+    in ``methods:``: ``losses.<key>`` validates with its settings, the step weighs its
+    terms, the loop runs its preparations. The recipe's ``methods:`` list imports that
+    module wherever the recipe is read; another recipe of the process does not see it."""
     names = {t.name for m in _METHODS.values() if m.key != method.key for t in m.terms}
     clash = sorted(names & {t.name for t in method.terms} | ({"ce"} & {t.name for t in method.terms}))
     if clash:
         raise ValueError(f"method {method.key!r}: loss term name(s) {clash} already taken")
-    register_method_settings(method.key, method.settings)
+    off = method.settings.off()  # raises, naming the class, where the method does not say
+    unknown = sorted(set(off) - set(method.settings.model_fields))
+    if unknown:
+        raise ValueError(f"method {method.key!r}: off() names {unknown}, which are not fields of "
+                         f"{method.settings.__qualname__}")
+    if method.settings.model_validate(off).active:
+        raise ValueError(f"method {method.key!r}: its settings at off() {off} are still active; off() must name "
+                         "every setting that switches it on")
+    # The module that registers it: recipes that name it (or a package above it) in `methods:` have it.
+    owner = sys._getframe(1).f_globals.get("__name__") if owner is None else owner
+    register_method_settings(method.key, method.settings, owner=owner)
     _METHODS[method.key] = method
     return method
 
@@ -135,4 +136,11 @@ def registered_terms() -> tuple[LossTerm, ...]:
 
 
 def active_methods(losses: LossConfig) -> tuple[Method, ...]:
+    """The methods of ``losses`` that are on (:attr:`~xling_ray.config.MethodSettings.active`),
+    in registration order: the ones that prepare, and whose terms the step weighs."""
     return tuple(m for m in registered_methods() if m.on(losses))
+
+
+def active_terms(losses: LossConfig) -> tuple[LossTerm, ...]:
+    """The loss terms of the active methods (:func:`active_methods`), in registration order."""
+    return tuple(t for m in active_methods(losses) for t in m.terms)

@@ -9,37 +9,17 @@ targets (:mod:`xling_ray.losses.targets`) and A attention consistency
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from xling_ray.config import MethodSettings
-from xling_ray.losses.attention import AttentionLayers, DivergenceKind, attention_consistency
+from xling_ray.losses.attention import attention_consistency
 from xling_ray.losses.base import ATTENTIONS, NONE, StepContext, Term
 from xling_ray.losses.targets import robust_target_loss
 from xling_ray.losses.views import RunningCentroid, adversarial_push, centroid_push
+from xling_ray.method_settings import Ding2022Config
 from xling_ray.methods.base import Method, register
 from xling_ray.models.encode import forward_view, segments, unwrap
 
-
-class Ding2022Config(MethodSettings):
-    """Embedding-Push, Attention-Pull and Robust targets (Ding et al., COLING 2022)."""
-
-    push: Literal["adversarial", "centroid"] = "adversarial"
-    rho: float = Field(0.05, gt=0, description="push radius, relative to the mean token-embedding norm")
-    steps: int = Field(1, ge=1, description="K, ascent steps of the adversarial push")
-    step_size: float | None = Field(None, gt=0, description="ascent step as a fraction of the ball radius (default 2.5 / K)")
-    centroid_momentum: float = Field(0.99, ge=0, lt=1, description="EMA of the running English centroid")
-    w_robust: float = Field(0.0, ge=0, description="cross-entropy of the pushed view against robust targets")
-    gamma: float = Field(0.1, ge=0, le=1, description="robust target = (1-gamma) onehot + gamma p_clean")
-    w_attention_pull: float = Field(0.0, ge=0)
-    attention_layers: AttentionLayers = "last"
-    attention_divergence: DivergenceKind = "kl"
-
-    @property
-    def active(self) -> bool:
-        return self.w_robust > 0 or self.w_attention_pull > 0
 
 
 def pushed_view(ctx: StepContext):
@@ -52,7 +32,8 @@ def pushed_view(ctx: StepContext):
         embeds = model.get_input_embeddings()(ctx.batch["input_ids"])
         if cfg.push == "adversarial":
             delta = adversarial_push(model, embeds.detach(), mask, ctx.outputs.logits.detach(), cfg.rho, cfg.steps,
-                                     step_size=cfg.step_size, token_type_ids=ctx.batch.get("token_type_ids"))
+                                     step_size=cfg.step_size, token_type_ids=ctx.batch.get("token_type_ids"),
+                                     generator=ctx.state.get("generator"))
         else:
             centroid = ctx.persistent("centroid", lambda: RunningCentroid(cfg.centroid_momentum))
             delta = centroid_push(embeds, mask, centroid.update(embeds, mask), cfg.rho)

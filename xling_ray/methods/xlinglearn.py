@@ -10,54 +10,20 @@ formulas are in :mod:`xling_ray.losses.alignment` (D), :mod:`~xling_ray.losses.a
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from xling_ray.config import MethodSettings
 from xling_ray.losses.alignment import alignment_uniformity
-from xling_ray.losses.attention import AttentionLayers, DivergenceKind, attention_consistency
+from xling_ray.losses.attention import attention_consistency
 from xling_ray.losses.base import ATTENTIONS, HIDDEN, NONE, StepContext, Term
 from xling_ray.losses.classification import classification_loss
 from xling_ray.losses.transport import sinkhorn_divergence
 from xling_ray.losses.views import NeighbourTable, substitute_tokens
+from xling_ray.method_settings import XLingLearnConfig
 from xling_ray.methods.base import Method, register
 from xling_ray.models.encode import forward_view, segments, unwrap
 from xling_ray.models.pooling import mean_pool
 
-
-class XLingLearnConfig(MethodSettings):
-    """XLingLearn: a perturbed view of each English example and three terms that tie it to the clean one.
-
-    Every ``w_*`` is a term's weight; 0 (the default) switches it off, and the
-    perturbed view is only built when some term needs it.
-    """
-
-    # The view: substitute tokens with nearest neighbours in the model's input-embedding space.
-    p_sub: float = Field(0.15, ge=0, le=1, description="probability that an eligible token is substituted")
-    max_sub_per_example: int | None = Field(None, ge=1, description="cap on substitutions per example")
-    neighbours: int = Field(8, ge=1, description="a substitute is drawn from the token's k nearest neighbours")
-    synonym_file: str | None = Field(None, description="word<TAB>syn1 syn2 ... file used instead of embedding neighbours")
-    w_ce_perturbed: float = Field(0.0, ge=0, description="cross-entropy on the perturbed view")
-    # Distance-dispersion constraint (alignment + uniformity).
-    w_dispersion: float = Field(0.0, ge=0)
-    beta: float = Field(1.0, ge=0, description="weight of uniformity inside the dispersion term")
-    t: float = Field(2.0, gt=0, description="uniformity temperature")
-    # Attention consistency between the clean and the perturbed view.
-    w_attention: float = Field(0.0, ge=0)
-    attention_layers: AttentionLayers = "last"
-    attention_divergence: DivergenceKind = "kl"
-    # Debiased optimal transport between the batch's clean and perturbed pooled embeddings.
-    w_ot: float = Field(0.0, ge=0)
-    ot_eps: float = Field(0.1, gt=0, description="entropic regularisation of the Sinkhorn divergence")
-    ot_iters: int = Field(100, ge=1)
-    ot_cost: Literal["cosine", "sqeuclidean"] = "cosine"
-    ot_eta: float = Field(0.0, ge=0, description="class-conditional cost: added where labels differ")
-
-    @property
-    def active(self) -> bool:
-        return any(w > 0 for w in (self.w_ce_perturbed, self.w_dispersion, self.w_attention, self.w_ot))
 
 
 def neighbour_table(ctx: StepContext, cfg: XLingLearnConfig) -> NeighbourTable:
@@ -83,7 +49,7 @@ def perturbed_view(ctx: StepContext):
     def make():
         ids = substitute_tokens(
             ctx.batch["input_ids"], ctx.batch["attention_mask"], neighbour_table(ctx, cfg), cfg.p_sub,
-            cfg.max_sub_per_example, special_ids=ctx.state.get("special_ids", ()),
+            cfg.max_sub_per_example, special_ids=ctx.state.get("special_ids", ()), generator=ctx.state.get("generator"),
         )
         return forward_view(ctx.model, ctx.batch["attention_mask"], cfg.w_attention > 0, input_ids=ids, **segments(ctx.batch))
 

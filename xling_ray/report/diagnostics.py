@@ -195,12 +195,13 @@ def trial_encoder(run_dir: str, trial_id: str | None = None) -> tuple[Encoder, M
     from ray.tune import ExperimentAnalysis
 
     from xling_ray.leaderboard import build_leaderboard
-    from xling_ray.train.loop import model_config_for
+    from xling_ray.train.loop import load_checkpoint_state, model_config_for
     from xling_ray.tune.search import seed_index
+    from xling_ray.tune.storage import resolve_storage
     from xling_ray.tune.sweep import load_run_space
 
     space = load_run_space(run_dir)  # names the missing file when the sweep predates saved spaces
-    trials = {t.trial_id: t for t in ExperimentAnalysis(str(run_dir)).trials}
+    trials = {t.trial_id: t for t in ExperimentAnalysis(resolve_storage(run_dir)).trials}
     if trial_id is None:
         board = build_leaderboard(run_dir, space)
         ranked = [tid for ids in board.configs.get("trial_ids", pd.Series(dtype=str)) for tid in str(ids).split()]
@@ -229,7 +230,7 @@ def trial_encoder(run_dir: str, trial_id: str | None = None) -> tuple[Encoder, M
             return Encoder("fine-tuned", _task_folders(keep), origin=origin), recipe.model
         if not os.path.isfile(os.path.join(d, "state.pt")):
             raise no_weights
-        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=False)
+        state = load_checkpoint_state(d)
     params = {task: state[task]["model"] for task in recipe.data.tasks if task in state}
     return Encoder("fine-tuned", {"*": model_config_for(recipe)}, params, origin), recipe.model
 

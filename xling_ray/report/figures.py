@@ -98,12 +98,20 @@ def accuracy_heatmap(trials: pd.DataFrame, columns: Sequence[str], row_labels: S
     return fig
 
 
-def gap_vs_target(df: pd.DataFrame, labels: Sequence[str], pareto: Sequence[bool]) -> Figure:
+def gap_vs_target(df: pd.DataFrame, labels: Sequence[str], pareto: Sequence[bool],
+                  gap_error: Sequence[float] | None = None) -> Figure:
     """Transfer gap (lower is better) against mean target-language accuracy (higher is
-    better); the Pareto front of the two (lower gap, higher accuracy) joined by a line."""
+    better); the Pareto front of the two (lower gap, higher accuracy) joined by a line.
+    ``gap_error``: a vertical bar of ± that many points on each gap (its standard error)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     x, y = df["acc_target"].to_numpy(float), df["gap"].to_numpy(float)
     front = np.asarray(pareto, bool)
+    if gap_error is not None:
+        err = np.asarray(gap_error, float)
+        has = np.isfinite(err) & np.isfinite(x) & np.isfinite(y)
+        if has.any():
+            ax.errorbar(x[has], y[has], yerr=err[has], fmt="none", ecolor="tab:gray", elinewidth=1, capsize=3,
+                        label="± standard error of the gap", zorder=1)
     ax.scatter(x[~front], y[~front], c="tab:gray", label="trial")
     ax.scatter(x[front], y[front], c="tab:red", marker="*", s=160, label="Pareto front", zorder=3)
     order = np.argsort(x[front])
@@ -133,16 +141,26 @@ def importance_bars(importances: dict[str, float]) -> Figure:
 
 
 def learning_curves(curves: dict[str, pd.DataFrame], metrics: Sequence[str] = ("gap", "acc_en", "acc_target")) -> Figure:
-    """One panel per metric, one line per trial, against the 1-based fractional epoch."""
+    """One panel per metric, one line per trial, against the training examples seen (``examples_seen``;
+    the 1-based fractional epoch for runs from before that clock). Evaluations on the subset scored
+    during an epoch (``eval_full`` 0) are open circles, full evaluations filled."""
+    def x_of(df: pd.DataFrame) -> str:
+        return "examples_seen" if "examples_seen" in df and df["examples_seen"].notna().all() else "epoch"
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         shown = [df for df in curves.values() if metric in df and "epoch" in df]
         for label, df in curves.items():
             if metric in df and "epoch" in df:
-                ax.plot(df["epoch"], df[metric], marker="o", label=label)
+                x = x_of(df)
+                (line,) = ax.plot(df[x], df[metric], marker="o", label=label)
+                if "eval_full" in df:
+                    sub = df[df["eval_full"].fillna(1).eq(0)]
+                    ax.plot(sub[x], sub[metric], linestyle="none", marker="o", markerfacecolor="white",
+                            markeredgecolor=line.get_color())
         _at_least(ax, np.concatenate([df[metric].to_numpy(float) for df in shown]) if shown else [])
         ax.set_title(metric, fontsize=10)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("training examples seen" if shown and all(x_of(df) == "examples_seen" for df in shown) else "epoch")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()

@@ -18,7 +18,7 @@ from xling_ray.leaderboard.table import SUMMARY_COLUMNS, leaderboard_notes
 from xling_ray.report import figures
 from xling_ray.report.run import RunReport, gap_front, heatmap_frame, load_report, trial_label
 
-_TRIAL_METRICS = ["gap", "gap_xnli", "gap_pawsx", "acc_en", "acc_target"]
+_TRIAL_METRICS = ["gap", "gap_se", "gap_xnli", "gap_pawsx", "acc_en", "acc_target"]
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "DejaVu Sans", sans-serif; margin: 24px auto; max-width: 1500px;
@@ -33,6 +33,7 @@ table.sortable th { cursor: pointer; user-select: none; } table.sortable th:hove
 th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
 td.text, th.text { text-align: left; }
 tr.best td { background: #ecfdf3; } tr.ERROR td { color: #b42318; } tr.RUNNING td, tr.PENDING td { color: #777; }
+tr.stopped td { color: #8a5a00; }
 td.en, th.en { background: #eff6ff; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; }
 """
@@ -84,6 +85,7 @@ def render_report(report: RunReport, top: int = 3) -> str:
         + (", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "none yet")
         + f". Ranked by {_e(goal)}; transfer gap = English accuracy minus the mean of the other languages "
         f"(per task; headline = mean of XNLI and PAWS-X). Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
+        *_stopped_note(board.configs),
         "<h2>Leaderboard</h2>",
         "<p class='note'>One row per trial; rank is its configuration's. Click a column to sort.<br>"
         + "<br>".join(_e(n) for n in leaderboard_notes(board)) + "</p>",
@@ -93,13 +95,26 @@ def render_report(report: RunReport, top: int = 3) -> str:
         parts += ["<h2>Configurations: mean &plusmn; standard deviation over seeds</h2>", _configs_table(report)]
     parts += _figures(report, top)
     parts += ["<h2>What the top configurations change</h2>",
-              "<p class='note'>Settings in which a top configuration differs from the baseline: the sweep's fixed "
-              "recipe, i.e. a trial with none of the searched settings applied.</p>",
+              f"<p class='note'>Settings in which a top configuration differs from the baseline: "
+              f"{_e(report.baseline_note)}.</p>",
               _table(report.config_diff, "diff", sortable=False) if not report.config_diff.empty
-              else "<p class='note'>No finished configuration yet.</p>"]
+              else "<p class='note'>No finished configuration yet.</p>" if report.board.configs.empty
+              else "<p class='note'>The top configurations have the baseline's settings.</p>"]
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>xling-ray report: {_e(name)}</title>"
             f"<style>{_CSS}</style></head>\n<body>\n{body}\n<script>{_SCRIPT}</script>\n</body></html>\n")
+
+
+def _stopped_note(configs: pd.DataFrame) -> list[str]:
+    """A line naming the configurations early stopping stopped, each with its rung and value."""
+    if configs.empty or "stopped_at" not in configs:
+        return []
+    stopped = configs[configs["stopped_at"].fillna("").astype(bool)]
+    if stopped.empty:
+        return []
+    listed = "; ".join(f"#{r['rank']} {r['config_id']} at {r['stopped_at']}" for _, r in stopped.iterrows())
+    return [f"<p class='meta' id='stopped'>Stopped early (sweep.scheduler asha, all seeds of a configuration at once, "
+            f"on their mean at the rung): {len(stopped)} configuration(s): {_e(listed)}.</p>"]
 
 
 # ---------------------------------------------------------------- tables
@@ -111,6 +126,8 @@ def _trials_table(report: RunReport) -> str:
         return "<p class='note'>No trials yet.</p>"
     cols = ["rank", "trial_id", "config_id", "seed", "status"] + [c for c in _TRIAL_METRICS if c in trials]
     cols += [c for c in report.searched if c in trials] + [c for c in ("epoch", "error") if c in trials]
+    if "stopped_at" in trials and trials["stopped_at"].fillna("").astype(bool).any():
+        cols.insert(cols.index("status") + 1, "stopped_at")  # early stopping stopped its configuration there
     show = trials[cols].copy()
     if "collapsed" in trials:  # 1.0 / 0.0 per trial; shown as the leaderboard's mark
         show.insert(cols.index("status") + 1, "collapsed", trials["collapsed"].eq(1.0))
@@ -119,7 +136,8 @@ def _trials_table(report: RunReport) -> str:
     if not report.multi_seed:
         show = show.drop(columns=["config_id", "seed"])
     best = trials["rank"] == trials["rank"].min()
-    classes = [f"{s}{' best' if b else ''}" for s, b in zip(trials["status"], best)]
+    stopped = trials["stopped_at"].fillna("").astype(bool) if "stopped_at" in trials else pd.Series(False, index=trials.index)
+    classes = [f"{s}{' best' if b else ''}{' stopped' if x else ''}" for s, b, x in zip(trials["status"], best, stopped)]
     return _table(show, "trials", row_classes=classes)
 
 
@@ -127,11 +145,17 @@ def _configs_table(report: RunReport) -> str:
     configs = report.board.configs
     cols = ["rank", "config_id", "status", "seeds"] + [c for c in ("feasible", "collapsed", "baseline", "pareto")
                                                        if c in configs]
+    if "stopped_at" in configs and configs["stopped_at"].fillna("").astype(bool).any():
+        cols.append("stopped_at")
     shown = configs[cols].copy()
     for c in SUMMARY_COLUMNS[:5]:
         if c in configs:
             std = configs.get(f"{c}_std", pd.Series(float("nan"), index=configs.index))
             shown[c] = [_pm(m, s) for m, s in zip(configs[c], std)]
+            if c == "gap":
+                for e in ("gap_se", "gap_se_total", "gap_vs_1"):
+                    if e in configs:
+                        shown[e] = configs[e]
     shown = pd.concat([shown, configs[[c for c in report.searched if c in configs]]], axis=1)
     return _table(shown, "configs")
 
@@ -213,11 +237,16 @@ def _figures(report: RunReport, top: int) -> list[str]:
     ok = configs[["gap", "acc_target"]].notna().all(axis=1) if {"gap", "acc_target"} <= set(configs) else pd.Series(dtype=bool)
     if ok.any():
         shown = configs[ok]
+        error = shown["gap_se_total"] if "gap_se_total" in shown else None
         out.append("<p class='note'>One point per configuration (mean over seeds); the star marks the Pareto front "
                    "of a lower gap and a higher target accuracy: no other configuration is better at both. "
-                   "Collapsed configurations (they learned nothing: a gap near 0) are never on it.</p>")
+                   "Collapsed configurations (they learned nothing: a gap near 0) are never on it."
+                   + (" The bars are ± the gap's standard error (gap_se_total: seed spread and the sampling error of "
+                      "the evaluated examples combined); configurations whose bars overlap much are not told apart "
+                      "by this evaluation." if error is not None and error.notna().any() else "") + "</p>")
         out.append(_img(figures.to_png(figures.gap_vs_target(shown, [f"#{r}" for r in shown["rank"]],
-                                                             gap_front(shown).tolist())), "gap against target accuracy"))
+                                                             gap_front(shown).tolist(), error)),
+                        "gap against target accuracy"))
     else:
         out.append("<p class='note'>No configuration with both a gap and a target accuracy yet.</p>")
 
@@ -230,7 +259,10 @@ def _figures(report: RunReport, top: int) -> list[str]:
 
     out.append(f"<h2>Learning curves of the top {top} configurations</h2>")
     if report.curves:
-        out.append("<p class='note'>Every evaluation the trials reported (Tune's results), against the epoch.</p>")
+        out.append("<p class='note'>Every evaluation the trials reported (Tune's results), against the training "
+                   "examples seen (summed over tasks). Open circles: evaluations during an epoch on "
+                   "train.eval_subset_per_language examples per language (cheaper and noisier: another sample "
+                   "of fewer examples); filled: every example.</p>")
         out.append(_img(figures.to_png(figures.learning_curves(report.curves)), "learning curves"))
     else:
         out.append("<p class='note'>No reported evaluations yet.</p>")

@@ -33,8 +33,9 @@ class RunReport:
     searched: list[str]  # the searched settings (dotted)
     importances: dict[str, float] = field(default_factory=dict)
     importance_note: str = ""
-    curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # label -> epoch and metrics, top trials
+    curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # label -> examples seen, epoch, metrics; top trials
     config_diff: pd.DataFrame = field(default_factory=pd.DataFrame)
+    baseline_note: str = ""  # what the config_diff's baseline column is (diff_baseline)
 
     @property
     def multi_seed(self) -> bool:
@@ -57,6 +58,7 @@ def load_report(run_dir: str, top: int = 3) -> RunReport:
     report.importances, report.importance_note = param_importances(board, space, searched)
     report.curves = learning_curves(run_dir, trials, top)
     report.config_diff = config_difference(board, space, searched, top)
+    report.baseline_note = diff_baseline(board, space)[1]
     return report
 
 
@@ -153,6 +155,7 @@ def param_importances(board: Leaderboard, space: SearchSpace | None, searched: l
     metric, mode = board.metrics[0], board.modes[0]
     if configs.empty or metric not in configs:
         return {}, "no finished configuration yet"
+    # Finished configurations only: one stopped early (status STOPPED) has its rung's figures, not its end's.
     done = configs[(configs["status"] == "TERMINATED") & configs[metric].notna()]
     if "baseline" in done:  # the plain baseline is a reference, not a sample of the space (weights at 0)
         done = done[~done["baseline"].astype(bool)]
@@ -186,8 +189,12 @@ def learning_curves(run_dir: str, trials: pd.DataFrame, top: int,
                     metrics: tuple[str, ...] = ("gap", "acc_en", "acc_target")) -> dict[str, pd.DataFrame]:
     """Each report of the trials of the ``top`` best configurations (Tune's ``progress.csv``
     / ``result.json``, read by ``ExperimentAnalysis`` from any storage): label -> frame with
-    ``epoch`` and ``metrics``."""
+    ``examples_seen`` (the training examples seen at the evaluation, the curves' x axis; absent in
+    runs from before the clock), ``epoch``, ``eval_full`` (0: the subset scored during an epoch)
+    and ``metrics``, in the order of the reports."""
     from ray.tune import ExperimentAnalysis
+
+    from xling_ray.tune.storage import resolve_storage
 
     if trials.empty:
         return {}
@@ -196,7 +203,7 @@ def learning_curves(run_dir: str, trials: pd.DataFrame, top: int,
     level = logger.level
     logger.setLevel(logging.ERROR)  # a trial that has not reported yet is expected here, not worth a warning
     try:
-        frames = ExperimentAnalysis(str(run_dir)).trial_dataframes
+        frames = ExperimentAnalysis(resolve_storage(run_dir)).trial_dataframes
     finally:
         logger.setLevel(level)
     multi_seed = trials.groupby("config_id").size().max() > 1
@@ -205,25 +212,55 @@ def learning_curves(run_dir: str, trials: pd.DataFrame, top: int,
         df = frames.get(row["trial_id"])
         if df is None or df.empty or "epoch" not in df:
             continue
-        out[trial_label(row, multi_seed)] = df[["epoch"] + [m for m in metrics if m in df]].sort_values("epoch")
+        clock = [c for c in ("examples_seen", "epoch", "eval_full") if c in df]
+        out[trial_label(row, multi_seed)] = df[clock + [m for m in metrics if m in df]].sort_values(clock[0])
     return out
 
 
 # ---------------------------------------------------------------- what the top configurations change
 
 
+def diff_baseline(board: Leaderboard, space: SearchSpace | None) -> tuple[dict[str, Any], str]:
+    """The configuration the top ones are compared with: ``(its searched settings, what it is)``.
+
+    A configuration that ran, so that no column shows a value no trial had: the plain baseline
+    where the sweep ran one (``constraint.baseline: plain``), else the space's first point
+    (``sweep.points_to_evaluate[0]``, the first configuration the sweep tries). A space with
+    neither is compared with its fixed ``recipe`` (no searched setting applied), and says so;
+    a run without a saved space, with the project's defaults."""
+    configs = board.configs
+    if "baseline" in configs and configs["baseline"].fillna(False).astype(bool).any():
+        row = configs[configs["baseline"].fillna(False).astype(bool)].iloc[0]
+        keys = list(space.search) if space else []
+        keys += [k for k in LOSS_SWITCHES if k not in keys]
+        settings = {k: plain_value(row[k]) for k in keys if k in row and not _missing(row[k])}
+        return settings, (f"the plain baseline the sweep ran (configuration {row['config_id']}: "
+                          "every regularizer off, constraint baseline: plain)")
+    if space is not None and space.first_points():
+        point = space.first_points()[0]
+        what = ", ".join(f"{k}={v}" for k, v in point.items())
+        return dict(point), f"the space's first point, the first configuration the sweep ran ({what})"
+    if space is not None:
+        return {}, ("the sweep's fixed recipe with none of the searched settings applied (the space names no "
+                    "point to try first, so no trial need have run it)")
+    return {}, "the project's default recipe (the run saved no search space)"
+
+
 def config_difference(board: Leaderboard, space: SearchSpace | None, searched: list[str], top: int) -> pd.DataFrame:
     """Rows: every recipe setting where one of the ``top`` best configurations differs from
     the baseline; columns: ``baseline``, then ``#1``, ``#2``, ...
 
-    The baseline is the sweep's fixed ``recipe``: what every trial shares, i.e. a trial
-    with none of the searched settings applied (with the shipped spaces, plain fine-tuning
-    with each regularizer at weight 0). Without a saved search space the baseline is the
-    project's defaults (``RecipeConfig()``)."""
+    The baseline is :func:`diff_baseline`'s: the plain baseline the sweep ran, else the
+    space's first point, else the fixed ``recipe`` (without a saved search space, the
+    project's defaults, ``RecipeConfig()``)."""
     configs = board.configs
     if configs.empty:
         return pd.DataFrame()
-    base_recipe = space.recipe if space else RecipeConfig()
+    fixed = space.recipe if space else RecipeConfig()
+    try:
+        base_recipe = fixed.with_updates(diff_baseline(board, space)[0])
+    except ValueError:  # a setting the current code no longer accepts: compare with the fixed recipe
+        base_recipe = fixed
     base = _flatten(base_recipe.model_dump())
     columns: dict[str, dict[str, Any]] = {}
     for _, row in configs.head(top).iterrows():
@@ -231,7 +268,7 @@ def config_difference(board: Leaderboard, space: SearchSpace | None, searched: l
         keys = list(searched) + [k for k in LOSS_SWITCHES if k not in searched]
         settings = {k: plain_value(row[k]) for k in keys if k in row and not _missing(row[k])}
         try:
-            recipe = _flatten(base_recipe.with_updates(settings).model_dump())
+            recipe = _flatten(fixed.with_updates(settings).model_dump())
         except Exception:  # a setting the current code no longer accepts: show it as given
             recipe = {**base, **settings}
         columns[f"#{row['rank']} {row['config_id']}"] = recipe

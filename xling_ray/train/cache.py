@@ -142,3 +142,16 @@ def encode_cached(tokenizer, data: PairDataset, max_length: int, cache_dir: str 
     except OSError:
         pass  # a read-only or full cache only costs the next trial a tokenisation
     return enc
+
+
+def recipe_sets(recipe) -> tuple[object, list[PairDataset]]:
+    """The tokenizer and the sets a trial of ``recipe`` encodes through :func:`encode_cached`
+    (each task's training set, then every evaluation set), with the model's text prefix, as
+    ``xling_ray.train.loop.build_tasks`` reads them: what warms or clears a recipe's entries."""
+    from xling_ray.data import load_eval_sets, load_train_set
+    from xling_ray.data.batches import with_prefix
+    from xling_ray.models import load_tokenizer
+
+    sets = [load_train_set(recipe.data, t) for t in recipe.data.tasks]
+    sets += [d for per in load_eval_sets(recipe.data).values() for d in per.values()]
+    return load_tokenizer(recipe.model), [with_prefix(d, recipe.model.text_prefix) for d in sets]

@@ -49,6 +49,11 @@ class FrozenStates:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, indices: list[int]) -> "FrozenStates":
+        """The examples at ``indices``."""
+        pick = lambda rows: tuple(rows[i] for i in indices)  # noqa: E731
+        return FrozenStates(self.task, self.language, pick(self.input_ids), pick(self.labels), pick(self.states))
+
     def collate(self, indices: list[int], pad_id: int = 0) -> dict[str, torch.Tensor]:
         """``inputs_embeds`` (B, T, d) float32 padded with zeros, ``attention_mask`` and ``labels``."""
         rows = [self.states[i] for i in indices]

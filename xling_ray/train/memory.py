@@ -9,11 +9,21 @@ past it fails in the allocator, so torch raises (``DefaultCPUAllocator: can't al
 memory``) and the trial ends with :class:`TrialOutOfMemory`. Address space counts
 reservations as well as memory in use (thread stacks, allocator arenas), so leave the
 cap some room above what a trial really needs. Linux only; elsewhere the setting is
-refused when training starts.
+refused when training starts. CPU trials only: CUDA reserves address space in bulk when
+it starts, so the recipe refuses the cap with ``scaling.use_gpu`` (a CUDA out-of-memory
+error already fails its trial alone, and is never reported as exceeding the cap).
+
+What Ray does itself, and is used: the cap is also the trial's Ray ``memory`` resource
+(:func:`xling_ray.tune.trainable.trial_resources`, and each Ray Train worker's), so Ray
+schedules no more trials on a node than their caps fit. Ray's memory monitor (on by
+default) stays the node-wide backstop: it kills a worker when the whole node runs low,
+which cannot say which configuration needed the memory, hence the per-process cap.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import sys
 from typing import Iterator
 
@@ -34,8 +44,12 @@ def mapped_bytes() -> int:
 
 
 def _out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, MemoryError) or (
-        isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err).lower()))
+    """Whether ``err`` is the CPU allocator failing under the cap: Python's ``MemoryError``, or
+    torch's ``DefaultCPUAllocator: can't allocate memory``. Not a CUDA out-of-memory error (GPU
+    memory, which the cap does not count), nor any other message that says "out of memory"."""
+    if type(err).__name__ == "OutOfMemoryError" or "CUDA" in str(err):
+        return False
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
 @contextlib.contextmanager
@@ -65,3 +79,18 @@ def memory_limit(gib: float | None) -> Iterator[None]:
             f"{start / GIB:.1f} GiB its process mapped at start ({first[:200]})") from err
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def release_memory() -> None:
+    """Free what the finished trial left: reference cycles, then the C heap.
+
+    Each trial of a reused Tune actor runs in a new thread, and glibc keeps the
+    memory a thread freed in that thread's arena instead of handing it to the
+    next one: without ``malloc_trim`` the process grew with every trial of the
+    offline model (bench/RESULTS.md, item 6 measures it). Ray-free: the GPU bundle's
+    trial processes call it too (bench/gpu/part_a.py)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass

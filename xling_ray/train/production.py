@@ -7,11 +7,22 @@ task: XNLI and PAWS-X have their own label sets), ``metrics.json`` (the final
 checkpoint and logs; running again with the same ``OUTPUT`` resumes from it).
 On CPU, with the recipe's seed and the same number of workers, this reproduces
 the sweep trial the recipe came from: the same loop, threads and data order.
+
+What it prints is a sweep's: by default one line per evaluation (:func:`progress_line`, sent
+from Ray Train's controller to the driver through a ``ray.util.queue.Queue``) and none of
+Ray's own output (its actors' logs stay under ``OUTPUT/ray`` and Ray's session folder;
+among them a Train V2 helper warns every few seconds when Ray runs without its dashboard,
+as ``xling-ray`` starts it); ``verbose=2`` (``--verbose``) forwards Ray's output again,
+``verbose=0`` (``--quiet``) prints no progress.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +49,71 @@ def worker_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def train_production(recipe: RecipeConfig, output: str | Path, address: str | None = None) -> dict[str, Any]:
-    """Train ``recipe`` with a ``TorchTrainer`` and write ``output``; returns the final metrics."""
+def progress_line(metrics: dict[str, Any], epochs: int) -> str:
+    """One evaluation of a production run, as printed:
+    ``epoch 1.00/2 | 96 examples seen | gap 0.30, acc_en 58.33, acc_target 51.25 | 0:06``
+    (``(subset)`` after the figures when only ``train.eval_subset_per_language`` examples were scored)."""
+    from xling_ray.tune.progress import format_duration
+
+    figures = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("gap", "acc_en", "acc_target") if k in metrics)
+    subset = " (subset)" if metrics.get("eval_full") == 0 else ""
+    return (f"epoch {metrics.get('epoch', float('nan')):.2f}/{epochs} | {metrics.get('examples_seen', '?')} examples seen"
+            f" | {figures}{subset} | {format_duration(metrics.get('time_total_s', 0.0))}")
+
+
+def _progress_callback(queue):
+    """A Ray Train ``UserCallback`` (run in Train's controller) putting rank 0's report on ``queue``;
+    ``None`` under Ray Train V1 (``RAY_TRAIN_V2_ENABLED=0``), which has no such callbacks."""
+    try:
+        from ray.train import UserCallback
+    except ImportError:
+        return None
+
+    class ReportsToDriver(UserCallback):
+        def __init__(self, queue):
+            self.queue = queue
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics:
+                self.queue.put({k: v for k, v in metrics[0].items() if isinstance(v, (int, float))})
+
+    return ReportsToDriver(queue)
+
+
+@contextlib.contextmanager
+def printed_progress(epochs: int, out=None):
+    """A queue whose reports a driver thread prints as :func:`progress_line`; yields the Train
+    callback that fills it. Every report put before the block ends is printed."""
+    from ray.util.queue import Empty, Queue
+
+    out = out or sys.stdout
+    queue = Queue(actor_options={"num_cpus": 0})
+    stop = threading.Event()
+
+    def pump():
+        while True:
+            try:
+                metrics = queue.get(timeout=0.5)
+            except Empty:
+                if stop.is_set():
+                    return
+                continue
+            print(progress_line(metrics, epochs), file=out, flush=True)
+
+    thread = threading.Thread(target=pump, name="xling-train-progress", daemon=True)
+    thread.start()
+    try:
+        yield _progress_callback(queue)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        queue.shutdown()
+
+
+def train_production(recipe: RecipeConfig, output: str | Path, address: str | None = None,
+                     verbose: int = 1) -> dict[str, Any]:
+    """Train ``recipe`` with a ``TorchTrainer`` and write ``output``; returns the final metrics.
+    ``verbose``: 0 nothing while it trains, 1 a line per evaluation, 2 Ray's own output too."""
     import ray
 
     from xling_ray.preflight import check_recipe
@@ -47,15 +121,20 @@ def train_production(recipe: RecipeConfig, output: str | Path, address: str | No
     check_recipe(recipe)  # a bad input fails here, in one line, before Ray starts or anything is written
     output = Path(output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
-    with ray_runtime(address):
+    with ray_runtime(address, log_to_driver=verbose >= 2):
         if recipe.scaling.use_gpu is None:
             recipe = recipe.with_updates({"scaling.use_gpu": ray.cluster_resources().get("GPU", 0) > 0})
+        progress = printed_progress(recipe.train.epochs) if verbose >= 1 else contextlib.nullcontext()
         try:
-            result = make_trainer(recipe, name="train", storage_path=str(output / "ray"), export_models=True).fit()
+            with progress as callback:
+                result = make_trainer(recipe, name="train", storage_path=str(output / "ray"), export_models=True,
+                                      callbacks=[callback] if callback else None).fit()
             error = result.error  # Ray Train V1 returns it; V2 raises TrainingFailedError
         except ray.train.TrainingFailedError as err:
             error = err
         if error:
+            if verbose < 2:  # Ray's forwarded logs, which would hold it, are off: the worker's traceback here
+                print("".join(traceback.format_exception(error)).rstrip(), file=sys.stderr, flush=True)
             raise TrainingFailed(f"training failed on a Ray Train worker ({worker_error(error)}); the worker's "
                                  f"traceback is printed above and kept under {output / 'ray'}") from error
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str))}

@@ -33,6 +33,8 @@ def make_trainer(
     per_worker = {"CPU": recipe.scaling.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = recipe.scaling.gpus_per_worker
+    if recipe.scaling.memory_limit_gb:  # each worker's cap (xling_ray.train.memory), reserved in Ray's scheduler
+        per_worker["memory"] = recipe.scaling.memory_limit_gb * 2**30
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": recipe.model_dump(), "export_models": export_models},

@@ -8,7 +8,7 @@ import torch
 
 from xling_ray.config import LossConfig
 from xling_ray.losses import LossTerm, StepContext, classification_loss
-from xling_ray.methods import registered_terms
+from xling_ray.methods import active_terms
 
 
 @dataclass
@@ -24,14 +24,16 @@ def training_step(
     terms: tuple[LossTerm, ...] | None = None,
     state: dict[str, Any] | None = None,
 ) -> StepResult:
-    """``L = CE + sum_k w_k L_k`` over the registered terms whose weight is not 0.
+    """``L = CE + sum_k w_k L_k`` over the terms of the active methods
+    (:func:`~xling_ray.methods.active_methods`, the ones that prepared) whose weight is not 0;
+    ``terms`` given: over those.
 
     ``batch`` holds ``input_ids``, ``attention_mask``, ``labels`` and, for tokenizers that
     give them, ``token_type_ids`` (every key but ``labels`` goes to the model); ``state``
     persists across one task's steps (see :class:`~xling_ray.losses.StepContext`).
     With every weight 0 this is exactly one forward pass and plain cross-entropy.
     """
-    active = [(t, w) for t in (registered_terms() if terms is None else terms) if (w := t.weight(config)) != 0]
+    active = [(t, w) for t in (active_terms(config) if terms is None else terms) if (w := t.weight(config)) != 0]
     needs = set().union(*(t.needs for t, _ in active))
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     if "attentions" in needs:

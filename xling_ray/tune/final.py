@@ -32,9 +32,9 @@ def interrupted_jobs(run_dir: str | Path, name: str) -> dict[str, dict[str, Any]
     """The jobs of an interrupted final run of ``name``, to resume; ``None`` if there is none."""
     from ray import tune
 
-    from xling_ray.tune.storage import read_text, resolve_storage
+    from xling_ray.tune.storage import read_text, run_dir_of
 
-    if not tune.Tuner.can_restore(f"{resolve_storage(str(run_dir))}/{name}"):
+    if not tune.Tuner.can_restore(run_dir_of(str(run_dir), name)):
         return None
     return json.loads(read_text(run_dir, f"{name}-jobs.json"))
 
@@ -45,7 +45,7 @@ def save_jobs(run_dir: str | Path, name: str, jobs: dict[str, dict[str, Any]], m
     from xling_ray.tune.tracking import check_mlflow, save_tracking
 
     if mlflow:
-        check_mlflow(mlflow)
+        check_mlflow(mlflow, run_dir=str(run_dir))
     write_text(run_dir, f"{name}-jobs.json", json.dumps(jobs, indent=1))
     if mlflow:
         save_tracking(str(run_dir), name, mlflow)
@@ -58,13 +58,13 @@ def run_final_jobs(run_dir: str | Path, name: str, jobs: dict[str, dict[str, Any
     from ray import tune
 
     from xling_ray.train.ray_train import ray_runtime
-    from xling_ray.tune.storage import resolve_storage
+    from xling_ray.tune.storage import resolve_storage, run_dir_of
     from xling_ray.tune.sweep import progress_callback, tune_output, tune_verbosity
     from xling_ray.tune.tracking import MLflowTracking, ReadableTensorBoard
     from xling_ray.tune.trainable import trial_resources
 
     storage = resolve_storage(str(run_dir))
-    path = f"{storage}/{name}"
+    path = run_dir_of(storage, name)
     with ray_runtime(address, log_to_driver=verbose >= 2):
         recipes = {k: v["recipe"] for k, v in jobs.items()}
         trainable = tune.with_resources(tune.with_parameters(run_job, recipes=recipes),

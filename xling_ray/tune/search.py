@@ -10,10 +10,21 @@ configuration repeated over seeds.
   the configuration's own ``majority_en + delta``; ``plain``: the plain
   baseline's observed mean ``- delta`` once it has finished, and before that
   the configuration is reported feasible (a constraint value is set once).
+* Collapse: a configuration with a collapsed seed (``collapsed`` 1: it predicted one
+  class for nearly every English example, so its gap is near 0, the best value there
+  is) is told to Optuna as infeasible (``Trial.set_constraint("collapsed", 1.0)``),
+  whatever the floor, with or without ``sweep.constraint``: the sampler moves away
+  from configurations that learn nothing, as the leaderboard ranks them last.
 * Seeds: :class:`SeedGroups`, Tune's ``Repeater`` generalised to several
   metrics: each configuration Optuna suggests runs ``seeds`` times (Tune trials
   with ``__trial_index__`` 0..n-1), and Optuna is told the mean over the seeds
-  once all have finished. A configuration with a failed seed is failed.
+  once all have finished (``collapsed``: the largest, any seed collapsed). A
+  configuration with a failed seed is failed. A configuration that early stopping
+  stopped (:class:`~xling_ray.tune.early_stopping.SeedGroupASHA`, which asks
+  :class:`SeedGroups` which configuration a trial belongs to) is told once, when its
+  last seed has ended, as pruned: Optuna's ``TrialState.PRUNED`` with the mean it had
+  at the rung where it was stopped as its value (an intermediate value at that step
+  in training examples; several objectives: no value).
 * The plain baseline (``constraint.baseline: plain``): :class:`SeedGroups` runs
   it first, before asking Optuna, over the same seeds, and hands its mean to
   :class:`ConstrainedOptunaSearch`. Optuna is not told its result: it is a
@@ -32,20 +43,27 @@ changes them (pyproject pins Ray to that range; tests/test_search_apis.py checks
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ray.tune.search import Searcher
+from ray.tune.search import SearchGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.repeater import TRIAL_INDEX
 
+from xling_ray.tune.sampling import make_sampler  # noqa: F401  (the sweep's sampler; Ray-free)
 from xling_ray.tune.space import Constraint, SearchSpace, SweepConfig, same_settings
 
 _FAILED = "__failed__"
+#: The metric each trial reports: 1.0 when its English predictions of a task fell on one class.
+COLLAPSED = "collapsed"
 
 #: The Ray releases whose ``OptunaSearch`` private attributes this module was tested
 #: with (the range pyproject allows): the lowest by CI's lowest-versions step, the newest by its main run.
@@ -126,6 +144,10 @@ class ConstrainedOptunaSearch(OptunaSearch):
             # and a resumed sweep ran it again. Telling twice is an error in Optuna.
             _ray_private(self, "_ot_trials").pop(trial_id, None)
             return
+        if trial is not None and result and _known(result.get(COLLAPSED)):
+            collapsed = float(result[COLLAPSED]) >= 1.0
+            trial.set_constraint(COLLAPSED, 1.0 if collapsed else 0.0)
+            trial.set_user_attr(COLLAPSED, collapsed)
         c = self.guard
         if trial is not None and result and c:
             value = result.get(c.metric)
@@ -136,8 +158,29 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 # optuna-dashboard (0.21) shows constraints in Optuna's older list format only:
                 # the same value as user attributes, which it shows for every trial.
                 trial.set_user_attr(f"constraint_{c.metric}", slack)
-                trial.set_user_attr("feasible", slack <= 0)
+                trial.set_user_attr("feasible", slack <= 0 and not trial.user_attrs.get(COLLAPSED, False))
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def prune(self, trial_id: str, rung: float, values: dict[str, float]) -> None:
+        """Tell Optuna the configuration of ``trial_id`` was stopped early: ``TrialState.PRUNED``
+        through Ray's public ``Searcher`` calls (an intermediate value, then a completion without a
+        result, which ``OptunaSearch`` tells as pruned). ``values``: the configuration's mean of each
+        metric at the rung; with one objective its value is reported at step ``rung`` (training
+        examples), and Optuna takes a pruned trial's value from its last intermediate value. The rung
+        and the values are also user attributes (``stopped_at_examples``, ``stopped_<metric>``).
+        Told once: a study that already has the trial finished (a resumed sweep) is left as it is."""
+        trial = optuna_trial(self, trial_id)
+        if trial is None:
+            return
+        if _finished(optuna_study(self), trial.number):
+            _ray_private(self, "_ot_trials").pop(trial_id, None)
+            return
+        trial.set_user_attr("stopped_at_examples", rung)
+        for key, value in values.items():
+            trial.set_user_attr(f"stopped_{key}", value)
+        if isinstance(self.metric, str) and _known(values.get(self.metric)):
+            self.on_trial_result(trial_id, {self.metric: float(values[self.metric]), TRAINING_ITERATION: int(rung)})
+        self.on_trial_complete(trial_id, result=None, error=False)
 
     def restore(self, checkpoint_path: str) -> None:
         """Ray's restore; then, in a persistent study, the trials asked after that state was
@@ -152,6 +195,10 @@ class ConstrainedOptunaSearch(OptunaSearch):
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if t.number not in live:
                 study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _known(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not math.isnan(value)
 
 
 def _finished(study, number: int) -> bool:
@@ -248,6 +295,7 @@ class SeedGroups(Searcher):
     _baseline_metric: str | None = None
     _serve_baseline = False
     _served: frozenset[str] = frozenset()
+    _pruned: dict[str, dict[str, Any]] = {}  # never changed in place: reassigned (see prune)
 
     def __init__(self, searcher, seeds: int, metrics: list[str], baseline: dict[str, Any] | None = None,
                  run_baseline: bool = False, baseline_metric: str | None = None):
@@ -263,6 +311,33 @@ class SeedGroups(Searcher):
         self._baseline_metric = baseline_metric
         self._serve_baseline = bool(run_baseline and baseline is not None)
         self._served = frozenset()  # primary trial ids of groups the inner searcher never suggested
+        self._pruned = {}  # config id (primary trial id) -> how early stopping stopped it (prune)
+
+    # ------------------------------------------------ the groups, for early stopping
+
+    def config_id(self, trial_id: str) -> str | None:
+        """The configuration of Tune trial ``trial_id``: its group's primary trial id (the first
+        trial of the configuration, which is the leaderboard's ``config_id``), or ``None`` for a
+        trial this searcher did not suggest."""
+        group = self._trial_id_to_group.get(trial_id)
+        return None if group is None else group.primary_trial_id
+
+    def is_reference(self, config_id: str) -> bool:
+        """Whether ``config_id`` is the plain baseline served outside the inner searcher: a
+        reference the floor is measured on, which early stopping never stops."""
+        return config_id in self._served
+
+    def prune(self, config_id: str, rung: float, values: dict[str, float], per_seed: dict[str, list[float]]) -> None:
+        """Early stopping stopped configuration ``config_id`` at ``rung`` training examples, where
+        its seeds' mean of each metric was ``values`` (``per_seed``: each metric per seed). Its seeds
+        then end without a result of their own (stopped while paused) or at the rung: the
+        configuration is told to the inner searcher as pruned once its last seed has ended."""
+        self._pruned = {**self._pruned, config_id: {"rung": rung, "values": dict(values),
+                                                     "per_seed": {k: list(v) for k, v in per_seed.items()}}}
+
+    def pruned(self) -> dict[str, dict[str, Any]]:
+        """Config id -> ``{"rung", "values", "per_seed"}`` of each configuration stopped early."""
+        return dict(self._pruned)
 
     def _start_group(self, trial_id: str, config: dict) -> None:
         self._current_group = _SeedGroup(trial_id, config, max_trials=self.repeat)
@@ -291,16 +366,20 @@ class SeedGroups(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, **kwargs):
         group = self._trial_id_to_group[trial_id]
-        if error or not result:
+        pruned = self._pruned.get(group.primary_trial_id)
+        if error or (not result and pruned is None):
             group.report(trial_id, {_FAILED: True})
-        else:
-            group.report(trial_id, {m: float(result[m]) for m in self._metrics if m in result})
+        else:  # a pruned configuration's seed stopped while it waited, paused, has no result of its own
+            group.report(trial_id, {m: float(result[m]) for m in self._metrics if m in (result or {})})
         if not group.finished_reporting():
             return
         reports = group.scores()
         failed = any(r.get(_FAILED) for r in reports)
-        mean = {} if failed else {m: float(np.mean([r[m] for r in reports])) for m in self._metrics
-                                  if all(m in r for r in reports)}
+        if pruned is not None and not failed:
+            self._tell_pruned(group, pruned)
+            return
+        mean = {} if failed else {m: float((np.max if m == COLLAPSED else np.mean)([r[m] for r in reports]))
+                                  for m in self._metrics if all(m in r for r in reports)}
         if (self._baseline is not None and self._baseline_metric in mean
                 and same_settings(group.config, self._baseline) and hasattr(self.searcher, "set_plain_reference")):
             self.searcher.set_plain_reference(mean[self._baseline_metric])
@@ -311,6 +390,20 @@ class SeedGroups(Searcher):
             self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=True)
             return
         self.searcher.on_trial_complete(group.primary_trial_id, result=mean, error=False)
+
+    def _tell_pruned(self, group: _SeedGroup, pruned: dict[str, Any]) -> None:
+        """The inner searcher learns that the configuration was stopped early: ``prune`` where it
+        has one (:meth:`ConstrainedOptunaSearch.prune`), else a completion without a result
+        (Ray's ``OptunaSearch``: pruned)."""
+        if group.primary_trial_id in self._served:
+            return
+        per_seed = pruned.get("per_seed", {})
+        self._describe(group, [{m: per_seed[m][i] for m in per_seed if i < len(per_seed[m])}
+                               for i in range(max((len(v) for v in per_seed.values()), default=0))])
+        if hasattr(self.searcher, "prune"):
+            self.searcher.prune(group.primary_trial_id, pruned["rung"], pruned["values"])
+        else:
+            self.searcher.on_trial_complete(group.primary_trial_id, result=None, error=False)
 
     def _describe(self, group: _SeedGroup, reports: list[dict]) -> None:
         """The configuration's Tune trials and each metric per seed, as user attributes of its
@@ -341,14 +434,36 @@ class SeedGroups(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
 
-def make_sampler(sweep: SweepConfig):
-    import optuna
+class SweepSearch(SearchGenerator):
+    """What a sweep gives ``TuneConfig(search_alg=...)``: Tune's own ``SearchGenerator`` (which
+    Tune wraps any ``Searcher`` in) over :class:`SeedGroups`, whose number of trials a resumed
+    sweep may raise.
 
-    if sweep.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=sweep.n_startup_trials)
-    if sweep.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=sweep.seed)
-    return optuna.samplers.RandomSampler(seed=sweep.seed)
+    Tune saves the generator's count of trials with the experiment state and restores it with
+    ``Tuner.restore``; inside :meth:`extended` a restored generator takes the larger total
+    instead, so ``xling-ray sweep --resume RUN --num-samples N`` asks the same Optuna study (its
+    sampler has seen every earlier configuration) for the new configurations only. Outside that
+    block it is Tune's ``SearchGenerator`` unchanged."""
+
+    _extend_to: int | None = None  # set only inside `extended`, for the restore it wraps
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        target = SweepSearch._extend_to
+        if target is not None and target > self.total_samples:
+            self._total_samples = target
+            self._finished = False
+
+    @staticmethod
+    @contextlib.contextmanager
+    def extended(total_trials: int | None) -> Iterator[None]:
+        """Restore (``Tuner.restore`` + ``fit``) inside this block with ``total_trials`` Tune trials
+        in all (:func:`num_trials` of the extended space); ``None``: as saved."""
+        SweepSearch._extend_to = total_trials
+        try:
+            yield
+        finally:
+            SweepSearch._extend_to = None
 
 
 def make_search_alg(space: SearchSpace, storage: str | None = None, study_name: str | None = None) -> SeedGroups:
@@ -372,7 +487,7 @@ def make_search_alg(space: SearchSpace, storage: str | None = None, study_name: 
         study_name=study_name,
     )
     told = list(metrics)
-    for extra in ([c.metric] if c else []) + (["majority_en"] if c and c.baseline == "majority" else []):
+    for extra in ([c.metric] if c else []) + (["majority_en"] if c and c.baseline == "majority" else []) + [COLLAPSED]:
         if extra not in told:
             told.append(extra)
     return SeedGroups(inner, seeds=sweep.seeds, metrics=told, baseline=space.baseline_point,
@@ -394,7 +509,21 @@ def seed_index(config: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 
 def load_study(run_dir: str | Path):
-    """The Optuna study of a sweep, as Tune last saved it in ``run_dir``."""
+    """The Optuna study of a sweep, as Tune last saved it in ``run_dir`` (a path or any storage
+    URI: the saved searcher is copied to a temporary folder first, since Ray's
+    ``Searcher.restore_from_dir`` reads a local folder)."""
+    import tempfile
+
+    import pyarrow.fs
+
+    from xling_ray.tune.storage import open_run_dir
+
     searcher = ConstrainedOptunaSearch()
-    searcher.restore_from_dir(str(run_dir))
+    fs, path = open_run_dir(run_dir)
+    pattern = re.compile(re.escape(searcher.CKPT_FILE_TMPL).replace(r"\{\}", ".*") + "$")
+    with tempfile.TemporaryDirectory(prefix="xling-study-") as local:
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(path)):
+            if info.type == pyarrow.fs.FileType.File and pattern.match(info.base_name):
+                pyarrow.fs.copy_files(info.path, os.path.join(local, info.base_name), source_filesystem=fs)
+        searcher.restore_from_dir(local)
     return optuna_study(searcher)

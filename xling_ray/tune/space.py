@@ -25,8 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from xling_ray.config import ConfigError, RecipeConfig, format_validation_error
-from xling_ray.methods import registered_methods
+from xling_ray.config import ConfigError, RecipeConfig, format_validation_error, method_settings
 
 
 class _Strict(BaseModel):
@@ -112,11 +111,48 @@ class Distribution(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    """ASHA (Li et al., 2020) stops poor trials early at epochs ``grace_period * reduction_factor**k``."""
+    """Early stopping. ``fifo``: none, every trial trains to its end. ``asha``: asynchronous
+    successive halving (Li et al., 2020) over seed groups
+    (:class:`xling_ray.tune.early_stopping.SeedGroupASHA`): a configuration's seeds are judged
+    together, on the mean of their metric, at rungs of ``grace_period * reduction_factor**k``
+    training examples (the clock ``examples_seen`` every report carries), ``k = 0, 1, ...``,
+    below ``max_t``; at each rung the configurations outside the best ``1 / reduction_factor``
+    of those judged there so far are stopped, all their seeds at once.
+
+    A rung is judged at the first evaluation at or past it, so a trial that evaluates only at
+    the end of its single epoch is never judged: set ``train.eval_every_examples`` (and
+    ``train.eval_subset_per_language`` for cheap evaluations) to give it rungs."""
 
     type: Literal["asha", "fifo"] = "fifo"
-    grace_period: float = Field(1, gt=0, description="epochs before a trial can be stopped")
-    reduction_factor: float = Field(2, gt=1)
+    grace_period: int | None = Field(
+        None, ge=1, description="training examples (examples_seen) before a configuration can be stopped: the first "
+                                "rung; default train.eval_every_examples, else one epoch")
+    max_t: int | None = Field(
+        None, ge=1, description="training examples of a whole trial (ASHA's max_t); default: the recipe's, "
+                                "train.epochs x tasks x data.train_size")
+    reduction_factor: float = Field(2, gt=1, description="keep the best 1/reduction_factor at each rung; rungs "
+                                                         "reduction_factor times apart")
+
+    @model_validator(mode="after")
+    def _grace_below_max_t(self) -> "SchedulerConfig":
+        if self.grace_period is not None and self.max_t is not None and self.grace_period >= self.max_t:
+            raise ValueError(f"sweep.scheduler.grace_period ({self.grace_period} examples) must be below "
+                             f"sweep.scheduler.max_t ({self.max_t} examples): a configuration is judged only at rungs "
+                             "before the end of its training")
+        return self
+
+    def milestones(self, grace_period: int, max_t: int) -> list[int]:
+        """The rungs, in training examples: ``grace_period * reduction_factor**k`` for
+        ``k < int(log(max_t / grace_period) / log(reduction_factor) + 1)`` (Tune's ASHA bracket,
+        one bracket), those below ``max_t`` (a trial at ``max_t`` has ended: it is stopped there,
+        not judged).
+
+        >>> SchedulerConfig(type="asha").milestones(1000, 4000)
+        [1000, 2000]
+        """
+        count = int(math.log(max_t / grace_period) / math.log(self.reduction_factor) + 1)
+        rungs = [grace_period * self.reduction_factor ** k for k in range(count)]
+        return [int(r) if float(r).is_integer() else r for r in rungs if r < max_t]
 
 
 class Constraint(_Strict):
@@ -181,77 +217,64 @@ class Constraint(_Strict):
 
 # ---------------------------------------------------------------- the plain baseline
 
-class _LossSwitches(Mapping):
-    """``losses.label_smoothing`` and each registered method's switches
-    (:attr:`xling_ray.methods.Method.switches`), read from the registry when used, so a
-    method registered later (a recipe's ``methods:``) is included."""
+def off_settings(methods: "Mapping[str, type[BaseModel]] | None" = None) -> dict[str, Any]:
+    """Dotted setting -> the value that switches it off: ``losses.label_smoothing`` (0.0, plain
+    cross-entropy) and, for each method of ``methods`` (key -> settings class; default: every
+    registered one), the settings its :meth:`~xling_ray.config.MethodSettings.off` names."""
+    methods = method_settings() if methods is None else methods
+    return {"losses.label_smoothing": 0.0,
+            **{f"losses.{key}.{f}": off for key, settings in methods.items() for f, off in settings.off().items()}}
 
-    def _items(self) -> dict[str, Any]:
-        return {"losses.label_smoothing": 0.0,
-                **{f"losses.{m.key}.{f}": off for m in registered_methods() for f, off in m.switch_values().items()}}
+
+class _LossSwitches(Mapping):
+    """:func:`off_settings` of every registered method, read from the registry when used,
+    so a method registered later (a recipe's ``methods:``) is included."""
 
     def __getitem__(self, key: str) -> Any:
-        return self._items()[key]
+        return off_settings()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items())
+        return iter(off_settings())
 
     def __len__(self) -> int:
-        return len(self._items())
+        return len(off_settings())
 
 
-#: Settings that turn a part of the objective beyond cross-entropy on by themselves,
-#: each with the value that turns it off (the settings' defaults). The plain baseline
-#: switches these off even where ``recipe`` fixes them (e.g. adjustment.yaml's
-#: ``regime: before``), not only where they are searched.
+#: The settings that switch a part of the objective beyond cross-entropy off, each with its
+#: off value (:func:`off_settings`). The plain baseline sets them all, searched or fixed
+#: (e.g. adjustment.yaml's ``regime: before``).
 LOSS_SWITCHES: Mapping[str, Any] = _LossSwitches()
 
 
 def loss_off_value(key: str) -> Any | None:
-    """The value that switches the searched setting ``key`` off in the plain baseline, or
-    ``None`` when ``key`` is not a loss weight.
-
-    A loss weight is a setting under ``losses.`` that is
-
-    * a term's weight ``w_*`` (XLingLearn's four, Ding 2022's two, continual
-      adjustment's ``w_align`` and ``w_reg``): 0.0;
-    * adjustment's ``base_rate`` (the weight of L_reg before fine-tuning): 0.0;
-    * ``xite.ratio`` (synthetic examples per real one): 0.0;
-    * ``adjustment.regime``: ``"off"``;
-    * ``label_smoothing``: 0.0 (plain cross-entropy).
-
-    Every other setting of a method (``p_sub``, ``rho``, ``lam``, pool sizes, ...) does
-    nothing once its weights are 0, and is not one.
-    """
-    if not key.startswith("losses."):
-        return None
-    if key in LOSS_SWITCHES:
-        return LOSS_SWITCHES[key]
-    for m in registered_methods():
-        weights = {f"losses.{m.key}.{f}": off for f, off in m.weight_values().items()}
-        if key in weights:
-            return weights[key]
-    return 0.0 if key.rsplit(".", 1)[-1].startswith("w_") else None
+    """The value that switches the setting ``key`` off in the plain baseline, or ``None``
+    when ``key`` switches nothing (:func:`off_settings`): XLingLearn's four ``w_*`` and Ding
+    2022's two at 0.0, ``xite.ratio`` 0.0, ``adjustment.regime`` ``"off"``, ``label_smoothing``
+    0.0, and what each plug-in method's ``off()`` names. Every other setting of a method
+    (``p_sub``, ``rho``, ``lam``, adjustment's ``base_rate``, pool sizes, ...) does nothing once
+    its method is off, and is not one."""
+    return LOSS_SWITCHES.get(key)
 
 
 def plain_point(recipe: RecipeConfig, search: dict[str, Distribution],
                 points_to_evaluate: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     """The settings of the plain baseline: plain fine-tuning under the sweep's budget.
 
-    * every searched loss weight at its off value (:func:`loss_off_value`);
+    * every setting that switches a method of ``recipe`` off (each method's ``off()``, built-in
+      or named in ``methods:``; :func:`off_settings`) at its off value, where searched and
+      where ``recipe`` fixes it otherwise (adjustment.yaml's ``losses.adjustment.regime: off``);
     * every other searched setting (``train.lr``, ``losses.xite.lam``, ...) at its value in
       the first ``points_to_evaluate`` entry (the space's reference configuration), or,
-      without one, at its distribution's :meth:`~Distribution.midpoint`;
-    * plus, beyond the searched keys, each :data:`LOSS_SWITCHES` setting that ``recipe``
-      fixes on, switched off (adjustment.yaml's ``losses.adjustment.regime: off``).
+      without one, at its distribution's :meth:`~Distribution.midpoint`. The shipped method
+      spaces fix ``train.lr`` (the method and plain compare at one learning rate).
     """
     first = points_to_evaluate[0] if points_to_evaluate else {}
+    offs = off_settings({key: type(settings) for key, settings in recipe.losses.methods().items()})
     point: dict[str, Any] = {}
     for key, dist in search.items():
-        off = loss_off_value(key)
-        point[key] = off if off is not None else first.get(key, dist.midpoint())
+        point[key] = offs[key] if key in offs else first.get(key, dist.midpoint())
     fixed = recipe.model_dump()
-    for key, off in LOSS_SWITCHES.items():
+    for key, off in offs.items():
         if key in search:
             continue
         value = fixed
@@ -260,6 +283,13 @@ def plain_point(recipe: RecipeConfig, search: dict[str, Distribution],
         if value != off:
             point[key] = off
     return point
+
+
+def methods_on(recipe: RecipeConfig) -> list[str]:
+    """What of ``recipe``'s objective is on beyond cross-entropy: its active methods' keys and
+    ``label_smoothing`` when not 0. Empty for plain fine-tuning."""
+    on = [key for key, settings in recipe.losses.methods().items() if settings.active]
+    return on + (["label_smoothing"] if recipe.losses.label_smoothing else [])
 
 
 def same_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -308,9 +338,12 @@ class SweepConfig(_Strict):
             raise ValueError(f"sweep.metric has {len(metrics)} name(s) but sweep.mode has {len(modes)}")
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"sweep.metric names a metric twice: {list(metrics)}")
-        if self.seeds > 1 and self.scheduler.type == "asha":
-            raise ValueError("sweep.scheduler asha with sweep.seeds > 1: ASHA stops each seed on its own, so a "
-                             "configuration's mean would mix epochs; use scheduler fifo, or seeds: 1")
+        if (self.scheduler.type == "asha" and self.seeds > 1 and self.max_concurrent_trials is not None
+                and self.max_concurrent_trials < self.seeds):
+            raise ValueError(f"sweep.max_concurrent_trials ({self.max_concurrent_trials}) is below sweep.seeds "
+                             f"({self.seeds}) with scheduler asha: a configuration's seeds wait, paused, at each rung "
+                             "until all have reached it, and a paused seed still counts against the limit, so the last "
+                             "seed would never start; allow at least as many trials as seeds, or leave it unset")
         return self
 
     @property
@@ -356,10 +389,76 @@ class SearchSpace(_Strict):
                                  f"alone, and its recipe is not plain fine-tuning ({self.baseline_point} would be); "
                                  "give a number or majority")
             try:
-                self.recipe.with_updates(self.baseline_point)
+                plain = self.recipe.with_updates(self.baseline_point)
             except ConfigError as err:
                 raise ValueError(f"sweep.constraint baseline plain: the plain configuration is not a valid recipe: {err}") from None
+            on = methods_on(plain)
+            if on:
+                raise ValueError(f"sweep.constraint baseline plain: the plain configuration {self.baseline_point} leaves "
+                                 f"{on} on; a method's off() must name every setting that switches it on")
         return self
+
+    @model_validator(mode="after")
+    def _asha_has_rungs(self) -> "SearchSpace":
+        if self.sweep.scheduler.type == "asha":
+            self.asha_clock()
+        return self
+
+    def trial_examples(self) -> int | None:
+        """Training examples of a whole trial of this recipe (``examples_seen`` at its end): per
+        epoch, each task's ``data.train_size`` rounded down to a multiple of the workers (each
+        worker steps on an equal share), summed over tasks; times ``train.epochs``. ``None`` where
+        the recipe does not fix it: no ``train_size`` (the whole training set), or a space that
+        searches ``train.epochs``, ``data.train_size``, ``data.tasks`` or ``scaling.num_workers``."""
+        r = self.recipe
+        searched = {"train.epochs", "data.train_size", "data.tasks", "scaling.num_workers"} & set(self.search)
+        if r.data.train_size is None or searched:
+            return None
+        workers = r.scaling.num_workers
+        return r.train.epochs * len(r.data.tasks) * (r.data.train_size // workers) * workers
+
+    def asha_clock(self) -> tuple[int, int]:
+        """``(grace_period, max_t)`` of ``sweep.scheduler`` in training examples, the defaults
+        resolved (:class:`SchedulerConfig`), checked so that a trial reports at least one
+        evaluation at or past the first rung before its end (else ASHA never judges anything).
+        Raises ``ValueError`` naming the field to set."""
+        sched, r = self.sweep.scheduler, self.recipe
+        max_t = sched.max_t or self.trial_examples()
+        if max_t is None:
+            why = ("data.train_size is not set: each trial trains on the whole training set" if r.data.train_size is None
+                   else "the space searches " + ", ".join(sorted({"train.epochs", "data.train_size", "data.tasks",
+                                                                   "scaling.num_workers"} & set(self.search))))
+            raise ValueError(f"sweep.scheduler.max_t: not given, and the recipe does not fix a trial's length in "
+                             f"training examples ({why}); give max_t in training examples (the examples_seen a trial "
+                             "reports at its end)")
+        every = None if "train.eval_every_examples" in self.search else r.train.eval_every_examples
+        epoch = self.trial_examples() // r.train.epochs if self.trial_examples() else None
+        # The evaluations a trial reports before its end, where the recipe fixes them.
+        points = None
+        known = not {"train.eval_every_examples", "train.eval_every_steps"} & set(self.search)
+        if known and epoch is not None and r.train.eval_every_steps is None:
+            points = [k * every for k in range(1, max_t // every + 1) if k * every < max_t] if every else []
+            points += [e * epoch for e in range(1, r.train.epochs) if e * epoch < max_t]
+            if not points:
+                raise ValueError(
+                    f"sweep.scheduler asha: a trial of this recipe is evaluated only at the end of its "
+                    f"{r.train.epochs} epoch(s) (train.eval_every_examples is not set), so it reports nothing before "
+                    "its end for ASHA to judge; set train.eval_every_examples (e.g. --set "
+                    "train.eval_every_examples=1000, with train.eval_subset_per_language for cheap evaluations during "
+                    "the epoch)")
+        grace = sched.grace_period or every or epoch
+        if grace is None:
+            raise ValueError("sweep.scheduler.grace_period: not given, and neither train.eval_every_examples nor the "
+                             "length of an epoch gives a first rung; give it in training examples")
+        if grace >= max_t:
+            raise ValueError(f"sweep.scheduler.grace_period ({grace} examples) must be below max_t ({max_t} examples, "
+                             "a whole trial): a configuration is judged only at rungs before the end of its training")
+        if points and max(points) < grace:
+            raise ValueError(
+                f"sweep.scheduler.grace_period ({grace} examples): the last evaluation before a trial's end is at "
+                f"{max(points)} examples, so no configuration would ever be judged; lower grace_period or evaluate "
+                "more often (train.eval_every_examples)")
+        return grace, max_t
 
     def param_space(self) -> dict[str, Any]:
         return {key: dist.to_tune() for key, dist in self.search.items()}
@@ -390,9 +489,11 @@ class SearchSpace(_Strict):
         return ((self.baseline_point,) + points) if self.runs_baseline_first else points
 
 
-def load_search_space(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
-    """Read and validate a search space; ``overrides`` (dotted, e.g.
-    ``recipe.data.data_dir``) are applied before validation. Errors name the
+def load_search_space(path: str | Path, overrides: dict[str, Any] | None = None,
+                      budget: str | Path | None = None) -> SearchSpace:
+    """Read and validate a search space; ``budget`` (a name such as ``full``, or a file:
+    :mod:`xling_ray.tune.budget`) is composed in first, then ``overrides`` (dotted, e.g.
+    ``recipe.data.data_dir``) are applied, before validation. Errors name the
     file and the field."""
     path = Path(path)
     if not path.is_file():
@@ -403,6 +504,10 @@ def load_search_space(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'recipe', 'search' and 'sweep'")
+    if budget is not None:
+        from xling_ray.tune.budget import apply_budget, load_budget
+
+        raw = apply_budget(raw, load_budget(budget, path))
     if overrides:
         from xling_ray.config import set_dotted
 
@@ -411,3 +516,84 @@ def load_search_space(path: str | Path, overrides: dict[str, Any] | None = None)
         return SearchSpace.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, str(path))) from None
+
+
+# ---------------------------------------------------------------- --set keys
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The settings class a field holds (``Constraint | None`` -> ``Constraint``), else ``None``."""
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    import typing
+
+    return any(typing.get_origin(a) is dict or a is dict for a in (annotation, *typing.get_args(annotation)))
+
+
+def _setting_paths(cls: type[BaseModel], prefix: str, out: dict[str, bool]) -> None:
+    """``out[dotted path] = whether it is a mapping`` (whose entries ``path.key`` are settings too),
+    for every field of ``cls`` and of the sections under it."""
+    fields = dict(cls.model_fields)
+    for name, info in fields.items():
+        path = f"{prefix}{name}"
+        out[path] = _is_mapping(info.annotation)
+        section = _section_class(info.annotation)
+        if section is not None:
+            _setting_paths(section, f"{path}.", out)
+    if cls.__name__ == "LossConfig":  # each registered method's section (losses.<key>.<field>)
+        from xling_ray.config import method_settings
+
+        for key, settings in method_settings().items():
+            out[f"{prefix}{key}"] = False
+            _setting_paths(settings, f"{prefix}{key}.", out)
+
+
+def setting_paths(with_sweep: bool = True) -> dict[str, bool]:
+    """Every dotted setting a ``--set`` may name, in full form (``recipe.train.lr``, ``sweep.num_samples``),
+    each with whether it is a mapping (``recipe.model.config_overrides.hidden_size`` is then a setting too)."""
+    out: dict[str, bool] = {}
+    _setting_paths(RecipeConfig, "recipe.", out)
+    if with_sweep:
+        _setting_paths(SweepConfig, "sweep.", out)
+    return out
+
+
+def set_key(key: str, space: SearchSpace | None = None, source: str = "the space", with_sweep: bool = True) -> str:
+    """The full dotted form of a ``--set`` key, checked.
+
+    ``recipe.train.lr`` and ``train.lr`` (a recipe section first) name the same setting, for
+    ``sweep``, ``final`` and ``train`` alike; ``sweep.<field>`` a sweep setting (only where
+    ``with_sweep``). Raises :class:`ConfigError` for a key that names no setting, with the
+    nearest one it might mean, and for a recipe setting that ``space`` searches (every trial
+    draws its own value, so a fixed one cannot hold)."""
+    import difflib
+
+    paths = setting_paths(with_sweep)
+    full = key if key.startswith(("recipe.", "sweep.")) else f"recipe.{key}"
+    known = full in paths or any(full.startswith(f"{p}.") and mapping for p, mapping in paths.items())
+    if not known:
+        # Compare with and without "recipe.", so that `train.lrr` finds `recipe.train.lr`.
+        short = {p.removeprefix("recipe."): p for p in paths}
+        near = difflib.get_close_matches(key, list(short) + list(paths), n=1, cutoff=0.6)
+        hint = (f"did you mean {short.get(near[0], near[0])}?" if near else
+                "settings are recipe.<section>.<field> (sections: " + ", ".join(RecipeConfig.model_fields) + ")"
+                + (" or sweep.<field>" if with_sweep else ""))
+        where = "" if with_sweep or not key.startswith("sweep.") else " (sweep settings are fixed once the sweep ran)"
+        raise ConfigError(f"--set {key}: no such setting{where}; {hint}")
+    if space is not None and full.startswith("recipe."):
+        searched = full.removeprefix("recipe.")
+        if searched in space.search:
+            dist = space.search[searched]
+            values = getattr(dist, dist.kind if dist.kind != "int" else "int_")
+            raise ConfigError(
+                f"--set {key}: {source} searches {searched} ({dist.kind} {list(values)}), so each configuration "
+                f"sets its own value; change the range under search: in a copy of the space, or move {searched} "
+                "to recipe: to fix it")
+    return full

@@ -32,18 +32,50 @@ def is_uri(storage: str) -> bool:
     return "://" in str(storage)
 
 
+def _split_query(uri: str) -> tuple[str, str]:
+    """``("s3://b/runs", "?endpoint_override=...")``: a URI's path part and its query (``""`` if none).
+    pyarrow and Ray read settings of the filesystem from the query (``endpoint_override``,
+    ``region``, ``scheme``, ...), so it must stay at the end of every path built from the URI."""
+    base, sep, query = uri.partition("?")
+    return base, sep + query
+
+
 def resolve_storage(storage: str) -> str:
-    """A local path made absolute (trials run in other folders and processes); a URI as given."""
+    """A local path made absolute (trials run in other folders and processes); a URI as given,
+    without a trailing ``/`` (before its query, if it has one). Every command reads a run folder
+    through it, typed any way (relative, ``./``, ``~``, absolute, a URI): Ray's ``ExperimentAnalysis``
+    takes a relative path for a URI with an empty scheme and fails."""
     storage = str(storage)
     if is_uri(storage):
-        return storage.rstrip("/")
+        base, query = _split_query(storage)
+        return base.rstrip("/") + query
     return str(Path(storage).expanduser().resolve())
+
+
+def join(run_dir: str | Path, *parts: str) -> str:
+    """``RUN_DIR/part/...``: a path, or a URI with the parts put before its query
+    (``s3://b/runs?endpoint_override=H`` and ``q`` give ``s3://b/runs/q?endpoint_override=H``)."""
+    run_dir = str(run_dir)
+    if not is_uri(run_dir):
+        return str(Path(run_dir).joinpath(*parts))
+    base, query = _split_query(run_dir)
+    return "/".join([base.rstrip("/"), *parts]) + query
 
 
 def run_dir_of(storage: str, name: str) -> str:
     """The run folder ``STORAGE/NAME``, as a path or a URI (``Path`` would fold ``s3://`` into ``s3:/``)."""
-    storage = resolve_storage(storage)
-    return f"{storage}/{name}" if is_uri(storage) else str(Path(storage) / name)
+    return join(resolve_storage(storage), name)
+
+
+def split_run_dir(run_dir: str | Path) -> tuple[str, str]:
+    """``(STORAGE, NAME)`` of a run folder given as a path or a URI: the inverse of :func:`run_dir_of`
+    (a URI's query stays with the storage)."""
+    run_dir = resolve_storage(str(run_dir))
+    if not is_uri(run_dir):
+        return str(Path(run_dir).parent), Path(run_dir).name
+    base, query = _split_query(run_dir)
+    storage, _, name = base.rpartition("/")
+    return storage + query, name
 
 
 def is_shared(storage: str, shared: bool = False) -> bool:
@@ -113,7 +145,7 @@ def open_run_dir(run_dir: str | Path):
 
     run_dir = str(run_dir)
     if is_uri(run_dir):
-        fs, path = pyarrow.fs.FileSystem.from_uri(run_dir.rstrip("/"))
+        fs, path = pyarrow.fs.FileSystem.from_uri(resolve_storage(run_dir))
     else:
         fs, path = pyarrow.fs.LocalFileSystem(), str(Path(run_dir).expanduser().resolve())
     if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
@@ -133,4 +165,4 @@ def write_text(run_dir: str | Path, filename: str, text: str) -> str:
     fs, path = open_run_dir(run_dir)
     with fs.open_output_stream(f"{path}/{filename}") as f:
         f.write(text.encode())
-    return f"{str(run_dir).rstrip('/')}/{filename}"
+    return join(resolve_storage(str(run_dir)), filename)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from xling_ray.preflight import check_space
 from xling_ray.train.ray_train import ray_runtime
 from xling_ray.tune.space import SearchSpace
 from xling_ray.tune.progress import SweepProgress
-from xling_ray.tune.search import check_new_study, make_search_alg, num_trials
+from xling_ray.tune.search import SweepSearch, check_new_study, make_search_alg, num_trials
 from xling_ray.tune.storage import (
     check_cluster_storage, check_shared_storage, open_run_dir, read_text, resolve_storage, run_dir_of, write_text,
 )
@@ -212,6 +213,38 @@ def save_space(space: SearchSpace, run_dir: str) -> None:
                                                    sort_keys=False))
 
 
+def extend_space(space: SearchSpace, num_samples: int, run_dir: str, given: SearchSpace | None = None) -> SearchSpace:
+    """The saved ``space`` of the sweep at ``run_dir`` with ``num_samples`` configurations, for
+    ``--resume RUN --num-samples N``. Refused (:class:`~xling_ray.config.ConfigError`, one line):
+    fewer configurations than the sweep has, a sweep that searches nothing, and a ``given`` space
+    (the SPACE a user names beside ``--resume``) whose ``search`` or ``sweep`` settings differ
+    from the saved ones other than in ``num_samples``."""
+    from xling_ray.config import ConfigError
+
+    have = space.sweep.num_samples
+    if not space.search:
+        raise ConfigError(f"--num-samples {num_samples}: the sweep at {run_dir} searches nothing (it runs its recipe "
+                          "once per seed), so there is nothing to extend")
+    if num_samples < have:
+        raise ConfigError(f"--num-samples {num_samples}: the sweep at {run_dir} already has {have} configurations; "
+                          f"give more than {have} to extend it, or none to resume it as it is")
+    if given is not None:
+        def settings(s: SearchSpace) -> dict:
+            dumped = s.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return {"search": dumped.get("search"),
+                    "sweep": {k: v for k, v in dumped.get("sweep", {}).items() if k != "num_samples"}}
+
+        old, new = settings(space), settings(given)
+        if old != new:
+            first = next(f"{part}.{key}" for part in ("search", "sweep")
+                         for key in sorted(set(old[part] or {}) | set(new[part] or {}))
+                         if (old[part] or {}).get(key) != (new[part] or {}).get(key))
+            raise ConfigError(f"--resume {run_dir}: the space given differs from the sweep's at {first}; an extended "
+                              "sweep keeps its search space (its Optuna study was fitted to it): start a new sweep "
+                              "for a new space")
+    return space.model_copy(update={"sweep": space.sweep.model_copy(update={"num_samples": num_samples})})
+
+
 def load_run_space(run_dir: str | Path) -> SearchSpace:
     """The search space a sweep saved in its run folder."""
     import yaml
@@ -245,6 +278,52 @@ def guard_line(space: SearchSpace) -> str:
     else:
         floor = f"{c.floor:g} ({c.baseline:g} - {c.delta:g})"
     return f"Guard: the leaderboard ranks configurations with {c.metric} below {floor} after the others, and collapsed models last."
+
+
+def noise_line(sizes: dict[str, int], accuracy: float = None) -> str:
+    """The line a sweep prints when it starts: the gap's sampling error its evaluation size gives
+    (``sizes``: English evaluation pairs per task) at a typical accuracy, and the size that would
+    bring it under 1 point. The English term alone, the binomial ``100 sqrt(p (1 - p) / n)``
+    (:func:`xling_ray.noise.binomial_se`); the target languages add a little, and each trial
+    reports the measured ``gap_se``. The headline gap, the mean of ``T`` tasks, has ``1/sqrt(T)``
+    of a task's error.
+
+    >>> noise_line({"xnli": 100})
+    "Noise: at 60 % accuracy the gap's sampling error is about ±4.9 points on xnli's 100 English pairs (binomial, English alone); 2,401 English pairs would bring it under 1 point. The leaderboard gives each configuration's measured gap_se and which configurations are within noise of rank 1."
+    """
+    from xling_ray.noise import TYPICAL_ACCURACY, binomial_se, size_for
+
+    accuracy = TYPICAL_ACCURACY if accuracy is None else accuracy
+    each = ", ".join(f"±{binomial_se(n, accuracy):.1f} points on {t}'s {n:,} English pairs" if i == 0 else
+                     f"±{binomial_se(n, accuracy):.1f} on {t}'s {n:,}" for i, (t, n) in enumerate(sizes.items()))
+    task_needs = f"{size_for(1.0, accuracy):,} English pairs would bring it under 1 point"
+    headline = ""
+    if len(sizes) > 1:
+        se = math.sqrt(sum(binomial_se(n, accuracy) ** 2 for n in sizes.values())) / len(sizes)
+        headline = f"; the headline gap, the mean of {len(sizes)} tasks: ±{se:.1f}"
+        task_needs = (f"{size_for(1.0, accuracy):,} English pairs per task would bring a task's gap under 1 point "
+                      f"({size_for(math.sqrt(len(sizes)), accuracy):,} the headline's)")
+    if all(binomial_se(n, accuracy) < 1.0 for n in sizes.values()):
+        task_needs = "under 1 point already"
+    return (f"Noise: at {accuracy:g} % accuracy the gap's sampling error is about {each} (binomial, English alone"
+            f"{headline}); {task_needs}. The leaderboard gives each configuration's measured gap_se and which "
+            "configurations are within noise of rank 1.")
+
+
+def evaluation_sizes(recipe: RecipeConfig) -> dict[str, int]:
+    """English evaluation pairs per task of ``recipe``: from a data folder, read as the trials will
+    (the preflight has parsed the files already); from the hub, the cap
+    ``data.eval_max_per_language`` (nothing where there is none: no download for a line)."""
+    from xling_ray.data import load_eval_sets
+    from xling_ray.data.sources import LocalSource, open_source
+
+    cap = recipe.data.eval_max_per_language
+    try:
+        if isinstance(open_source(recipe.data.data_dir), LocalSource):
+            return {t: len(langs["en"]) for t, langs in load_eval_sets(recipe.data).items()}
+    except Exception:  # the preflight reported what is wrong; the line is only an estimate
+        pass
+    return {t: cap for t in recipe.data.tasks} if cap else {}
 
 
 def tune_verbosity(verbose: int) -> int:
@@ -282,10 +361,38 @@ def tune_output(verbose: int):
             os.environ.pop(k, None)
 
 
-def progress_callback(metric: str, mode: str, verbose: int) -> SweepProgress:
+def sweep_trainable(recipe: RecipeConfig):
+    """What every trial of a sweep runs: :func:`~xling_ray.tune.trainable.run_trial` on the
+    fixed recipe, holding :func:`~xling_ray.tune.trainable.trial_resources` (a fraction of a
+    GPU, CPUs, its memory cap)."""
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(run_trial, recipe=recipe.model_dump()), trial_resources(recipe))
+
+
+def progress_callback(metric: str, mode: str, verbose: int, space: SearchSpace | None = None,
+                      early_stopping=None) -> SweepProgress:
     """Ours at 1 (the default): a live status line on a terminal, else a line per finished
-    or failed trial; at 0 (``--quiet``) the final line only; at 2 Tune's tables instead."""
-    return SweepProgress(metric, mode, live=None if verbose == 1 else False, per_trial=verbose == 1)
+    or failed trial; at 0 (``--quiet``) the final line only; at 2 Tune's tables instead.
+    Its best is the leaderboard's rank 1 under ``space``'s objectives and constraint;
+    ``early_stopping`` (the sweep's scheduler) says which configurations were stopped early."""
+    return SweepProgress(metric, mode, live=None if verbose == 1 else False, per_trial=verbose == 1, space=space,
+                         early_stopping=early_stopping)
+
+
+def early_stopping_scheduler(space: SearchSpace, groups=None, run_dir: str | None = None):
+    """``sweep.scheduler: asha``: :class:`~xling_ray.tune.early_stopping.SeedGroupASHA` on the
+    first objective (ASHA judges one metric) and the clock ``examples_seen``, its rungs from
+    :meth:`~xling_ray.tune.space.SearchSpace.asha_clock`; ``groups``: the sweep's
+    :class:`~xling_ray.tune.search.SeedGroups` (``None`` when nothing is searched), whose
+    configurations it judges; ``run_dir``: where it keeps its state for ``--resume``."""
+    from xling_ray.tune.early_stopping import SeedGroupASHA
+
+    s = space.sweep
+    grace, max_t = space.asha_clock()
+    return SeedGroupASHA(metric=s.metrics[0], mode=s.modes[0], grace_period=grace, max_t=max_t,
+                         reduction_factor=s.scheduler.reduction_factor, seeds=s.seeds, groups=groups,
+                         run_dir=run_dir, metrics=s.metrics)
 
 
 def run_sweep(
@@ -299,6 +406,7 @@ def run_sweep(
     shared_storage: bool = False,
     mlflow: str | None = None,
     optuna_storage: str | None = None,
+    num_samples: int | None = None,
 ) -> Path:
     """Run a sweep, or with ``resume`` continue the interrupted one at ``storage/name``.
 
@@ -313,6 +421,8 @@ def run_sweep(
     last checkpoint, and leaves failed ones failed unless ``retry_failed``.
     ``shared_storage``: a local-looking ``storage`` is an NFS mount on every node
     (:mod:`xling_ray.tune.storage` refuses an undeclared one on a multi-node cluster).
+    ``num_samples`` with ``resume``: extend the sweep, finished or not, to that many
+    configurations (:func:`extend_space`): the same Optuna study suggests the new ones.
     Returns the run folder; :func:`xling_ray.leaderboard.build_leaderboard` ranks it.
     """
     from ray import tune
@@ -329,13 +439,17 @@ def run_sweep(
                                "or pick another --name")
     if not resume:
         space = space.model_copy(update={"recipe": _absolute_recipe(space)})
+    elif num_samples is not None:
+        space = extend_space(space, num_samples, run_dir)
     # Every file, pool and model a trial reads, read once here: a bad input fails now, in one
     # line, with nothing written, instead of inside every trial once Ray has started.
     check_space(space)
     if resume:
         mlflow = (saved_tracking(run_dir, "sweep") or {}).get("mlflow")
     if mlflow:
-        check_mlflow(mlflow)
+        check_mlflow(mlflow, run_dir=run_dir)
+    if resume and num_samples is not None:
+        save_space(space, run_dir)  # the space as run: its num_samples is the extended one now
     if not resume and space.search:
         if optuna_storage is None and "://" not in run_dir:
             optuna_storage = f"{run_dir}/{OPTUNA_JOURNAL}"
@@ -345,6 +459,9 @@ def run_sweep(
     # (num_to_keep=1); Tune would warn about it every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     print(guard_line(space), flush=True)
+    sizes = evaluation_sizes(space.recipe)
+    if sizes:
+        print(noise_line(sizes), flush=True)
     try:
         _tune(space, storage, name, run_dir, address, verbose, resume, retry_failed, shared_storage, mlflow,
               optuna_storage)
@@ -364,7 +481,8 @@ def run_sweep(
 def _tune(space: SearchSpace, storage: str, name: str, run_dir: str, address: str | None, verbose: int, resume: bool,
           retry_failed: bool, shared_storage: bool, mlflow: str | None, optuna_storage: str | None) -> None:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.repeater import TRIAL_INDEX
 
     # The trials' own logs (in each trial's folder) reach the driver only when asked for (verbose 2).
@@ -377,31 +495,32 @@ def _tune(space: SearchSpace, storage: str, name: str, run_dir: str, address: st
                 save_tracking(run_dir, "sweep", mlflow)
         recipe = space.recipe
 
-        trainable = tune.with_parameters(run_trial, recipe=recipe.model_dump())
-        trainable = tune.with_resources(trainable, trial_resources(recipe))
+        trainable = sweep_trainable(recipe)
         if resume:
             tuner = tune.Tuner.restore(run_dir, trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=retry_failed)
         else:
             s = space.sweep
+            groups = make_search_alg(space, optuna_storage, name) if space.search else None
             if s.scheduler.type == "asha":
-                # On the first objective; ASHA is single-metric.
-                scheduler = ASHAScheduler(metric=s.metrics[0], mode=s.modes[0], time_attr="epoch",
-                                          max_t=recipe.train.epochs, grace_period=s.scheduler.grace_period,
-                                          reduction_factor=s.scheduler.reduction_factor)
+                scheduler = early_stopping_scheduler(space, groups, run_dir)
             else:
                 scheduler = FIFOScheduler()
+            early = scheduler if s.scheduler.type == "asha" else None
             if space.search:
-                searched = dict(param_space=space.param_space(), search_alg=make_search_alg(space, optuna_storage, name),
-                                num_samples=num_trials(space))
+                searcher = groups
+                if s.max_concurrent_trials:  # what Tune does with a Searcher; SweepSearch is its wrapper
+                    searcher = ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent_trials)
+                searched = dict(param_space=space.param_space(), search_alg=SweepSearch(searcher),
+                                num_samples=num_trials(space), max_concurrent_trials=None)
             else:  # nothing to search: the recipe itself, once per seed (e.g. a baseline)
                 searched = dict(param_space={TRIAL_INDEX: tune.grid_search(list(range(s.seeds)))}, search_alg=None,
-                                num_samples=1)
+                                num_samples=1, max_concurrent_trials=s.max_concurrent_trials)
             tuner = tune.Tuner(
                 trainable,
                 param_space=searched.pop("param_space"),
                 tune_config=tune.TuneConfig(
-                    scheduler=scheduler, max_concurrent_trials=s.max_concurrent_trials, **searched,
+                    scheduler=scheduler, **searched,
                     # The next trial runs in the finished trial's process: no new process to start,
                     # torch, transformers and the tokenizer already loaded (bench/RESULTS.md, item 2).
                     reuse_actors=True,
@@ -410,16 +529,21 @@ def _tune(space: SearchSpace, storage: str, name: str, run_dir: str, address: st
                     # xling_ray.tune.progress replaces Tune's tables: a live line on a terminal, a line
                     # per finished trial in a log; Tune's own tables only with verbose 2.
                     name=name, storage_path=storage, verbose=tune_verbosity(verbose),
-                    callbacks=[FaultWatch(s.max_failures), progress_callback(s.metrics[0], s.modes[0], verbose),
+                    callbacks=[FaultWatch(s.max_failures),
+                               progress_callback(s.metrics[0], s.modes[0], verbose, space, early),
                                ReadableTensorBoard(),
-                               *([MLflowTracking(mlflow, run_dir, base_seed=recipe.train.seed)] if mlflow else [])],
+                               *([MLflowTracking(mlflow, run_dir, base_seed=recipe.train.seed, early_stopping=early)]
+                                 if mlflow else [])],
                     # One checkpoint per trial on disk; Tune also snapshots the experiment
                     # state whenever a trial checkpoints, so a killed driver resumes exactly.
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 ),
             )
-        with tune_output(verbose), storage_errors_in_one_line(), watch_sigint() as interrupted:
+        # A resumed sweep runs to the space's num_samples as saved in the run folder (raised by
+        # `--resume --num-samples N`, possibly by an earlier, interrupted resume).
+        extended = SweepSearch.extended(num_trials(space) if resume and space.search else None)
+        with extended, tune_output(verbose), storage_errors_in_one_line(), watch_sigint() as interrupted:
             tuner.fit()
     if interrupted:
         raise SweepInterrupted(run_dir, resumable=True)

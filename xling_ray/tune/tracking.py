@@ -12,6 +12,11 @@ under it (MLflow's ``mlflow.parentRunId`` tag), with
 * the parent's artifacts, when the stage ends (:func:`finish_mlflow`): the search space,
   the leaderboard files and the HTML report.
 
+A trial whose configuration early stopping stopped (``sweep.scheduler: asha``) ends ``KILLED``
+(MLflow's status for a run ended before its end) with the tags ``pruned`` (``true``, as Optuna
+marks the configuration ``PRUNED``) and ``stopped_at`` (the leaderboard's, e.g. ``1000 examples:
+gap 4.21``).
+
 A resumed sweep finds its parent and its trials' runs again by their tags (``xling_run_dir``,
 ``xling_stage``; ``trial_id``), continues them, and logs only the reports past the last step
 a run already has: no run and no point twice. The tracking URI is a ``file:`` folder,
@@ -58,7 +63,8 @@ _TASK_KEY = re.compile(rf"^(acc|top_class|loss)_({'|'.join(TASKS)})_(.+)$")
 def tensorboard_name(key: str) -> str:
     """``acc_xnli_th`` -> ``xnli/acc_th``, ``loss_pawsx_ce`` -> ``pawsx/loss_ce``, ``gap_xnli`` ->
     ``gap/xnli``, ``gap`` -> ``gap/mean``, ``acc_en`` -> ``acc/en``, ``collapsed_xnli`` ->
-    ``xnli/collapsed``, ``time_eval_s`` -> ``time/eval_s``; anything else as it is."""
+    ``xnli/collapsed``, ``time_eval_s`` -> ``time/eval_s``, a sampling error beside its metric (``gap_se`` ->
+    ``gap/mean_se``, ``gap_xnli_se`` -> ``gap/xnli_se``, ``acc_en_se`` -> ``acc/en_se``); anything else as it is."""
     m = _TASK_KEY.match(key)
     if m:
         kind, task, rest = m.groups()
@@ -72,6 +78,8 @@ def tensorboard_name(key: str) -> str:
         return "gap/mean"
     if key in ("acc_en", "acc_target", "majority_en"):
         return "acc/" + key.removeprefix("acc_")
+    if key.endswith("_se") and key.removesuffix("_se") in ("gap", "acc_en", "acc_target", *(f"gap_{t}" for t in TASKS)):
+        return tensorboard_name(key.removesuffix("_se")) + "_se"  # the sampling error beside its metric: gap/mean_se
     if key.startswith("time_"):
         return "time/" + key.removeprefix("time_")
     return key
@@ -126,9 +134,41 @@ def mlflow_client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _experiment_id(client, name: str) -> str:
+def artifact_root(uri: str, run_dir: str | None) -> str | None:
+    """Where the experiment keeps its artifacts (the leaderboard files, the report) when xling-ray
+    creates it, as a ``file://`` URI; ``None`` where the tracking store itself says.
+
+    MLflow's default for a database store is ``./mlruns`` of whatever folder the command ran in,
+    which an ``mlflow ui`` started elsewhere cannot show. So:
+
+    * ``sqlite:///PATH/mlflow.db``: ``PATH/mlartifacts``, beside the database;
+    * another database (``postgresql://``, ``mysql://``, ...): ``STORAGE/mlartifacts``, beside the
+      run folders of ``--storage`` (``None`` for a run folder whose URI has a query string);
+    * a ``file:`` store or a plain folder: ``None``, MLflow keeps them inside the store;
+    * an ``http(s)://`` tracking server: ``None``, the server's ``--default-artifact-root`` or
+      ``--artifacts-destination``.
+
+    An experiment that already exists keeps the place it was created with."""
+    from urllib.parse import urlparse
+
+    from xling_ray.tune.storage import is_uri
+
+    scheme = urlparse(uri).scheme.split("+")[0].lower()
+    if scheme == "sqlite":
+        path = uri.split("://", 1)[1].split("?", 1)[0].removeprefix("/")  # sqlite:///rel.db, sqlite:////abs.db
+        if path and path != ":memory:":
+            return (Path(path).expanduser().resolve().parent / "mlartifacts").as_uri()
+    elif scheme in ("", "file", "http", "https", "databricks"):
+        return None
+    if run_dir is None or "?" in str(run_dir):
+        return None
+    storage = str(run_dir).rstrip("/").rsplit("/", 1)[0]
+    return f"{storage}/mlartifacts" if is_uri(storage) else (Path(storage) / "mlartifacts").as_uri()
+
+
+def _experiment_id(client, name: str, artifact_location: str | None = None) -> str:
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name, artifact_location)
 
 
 def _quote(value: str) -> str:
@@ -157,10 +197,13 @@ class MLflowTracking(Callback):
     -> ``{config_id, seed, settings}``; else the trial's config holds its settings and seed
     index (``__trial_index__``), added to ``base_seed``."""
 
+    early_stopping = None  # a callback pickled by an earlier version (a resumed sweep) lacks it
+
     def __init__(self, uri: str, run_dir: str, stage: str = "sweep", experiment: str = EXPERIMENT,
-                 base_seed: int = 0, jobs: dict[str, dict[str, Any]] | None = None):
+                 base_seed: int = 0, jobs: dict[str, dict[str, Any]] | None = None, early_stopping=None):
         self.uri, self.run_dir, self.stage, self.experiment = uri, str(run_dir), stage, experiment
         self.base_seed, self.jobs = base_seed, jobs
+        self.early_stopping = early_stopping  # the sweep's SeedGroupASHA: which trials it stopped
         self._client = None
         self._parent: str | None = None
         self._runs: dict[str, str] = {}      # trial id -> run id
@@ -189,7 +232,7 @@ class MLflowTracking(Callback):
     # ---------------------------------------------------------------- Tune's hooks
 
     def setup(self, **info) -> None:
-        experiment_id = _experiment_id(self.client, self.experiment)
+        experiment_id = _experiment_id(self.client, self.experiment, artifact_root(self.uri, self.run_dir))
         self._experiment_id = experiment_id
         self._parent = parent_run(self.client, experiment_id, self.run_dir, self.stage)
         self.client.update_run(self._parent, status="RUNNING")
@@ -197,7 +240,7 @@ class MLflowTracking(Callback):
             trial_id = run.data.tags.get("trial_id")
             if trial_id:
                 self._runs[trial_id] = run.info.run_id
-                if run.info.status == "FINISHED":
+                if run.info.status == "FINISHED" or run.data.tags.get("pruned") == "true":
                     self._done.add(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
@@ -246,10 +289,26 @@ class MLflowTracking(Callback):
 
     def _end(self, trial, status: str) -> None:
         run_id = self._runs.get(trial.trial_id)
-        if run_id is not None and trial.trial_id not in self._done:
-            self.client.set_terminated(run_id, status=status)
-            if status == "FINISHED":
-                self._done.add(trial.trial_id)
+        if run_id is None or trial.trial_id in self._done:
+            return
+        stopped = self._stopped_at(trial.trial_id) if status == "FINISHED" else None
+        if stopped is not None:
+            self.client.set_tag(run_id, "pruned", "true")
+            self.client.set_tag(run_id, "stopped_at", stopped)
+            status = "KILLED"
+        self.client.set_terminated(run_id, status=status)
+        if status in ("FINISHED", "KILLED"):
+            self._done.add(trial.trial_id)
+
+    def _stopped_at(self, trial_id: str) -> str | None:
+        """The leaderboard's ``stopped_at`` when early stopping stopped the trial's configuration."""
+        if self.early_stopping is None:
+            return None
+        from xling_ray.tune.early_stopping import stopped_label
+
+        config_id = self.early_stopping.config_of(trial_id)
+        where = self.early_stopping.stopped().get(config_id) if config_id is not None else None
+        return stopped_label(where) if where is not None else None
 
 
 # ---------------------------------------------------------------- a stage's settings and its end
@@ -277,12 +336,13 @@ def saved_tracking(run_dir: str, stage: str) -> dict[str, str] | None:
         return None
 
 
-def check_mlflow(uri: str, experiment: str = EXPERIMENT) -> None:
-    """Reach the tracking store before Ray starts: a wrong URI fails in one line."""
+def check_mlflow(uri: str, experiment: str = EXPERIMENT, run_dir: str | None = None) -> None:
+    """Reach the tracking store before Ray starts: a wrong URI fails in one line. Creates the
+    experiment where it does not exist yet, its artifacts at :func:`artifact_root`."""
     from xling_ray.config import ConfigError
 
     try:
-        _experiment_id(mlflow_client(uri), experiment)
+        _experiment_id(mlflow_client(uri), experiment, artifact_root(uri, run_dir))
     except ConfigError:
         raise
     except Exception as err:  # MLflow's errors: unreachable server, refused store, bad URI
@@ -298,7 +358,7 @@ def finish_mlflow(run_dir: str, stage: str, files: list[str | Path], config_ids:
     if not tracking:
         return None
     client = mlflow_client(tracking["mlflow"])
-    experiment_id = _experiment_id(client, tracking["experiment"])
+    experiment_id = _experiment_id(client, tracking["experiment"], artifact_root(tracking["mlflow"], str(run_dir)))
     parent = parent_run(client, experiment_id, str(run_dir), stage, create=False)
     if parent is None:
         return None

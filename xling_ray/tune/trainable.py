@@ -11,8 +11,6 @@ named after the trial, so a restored trial resumes its own Train run.
 """
 from __future__ import annotations
 
-import ctypes
-import gc
 import os
 from typing import Any
 
@@ -20,7 +18,7 @@ from ray import tune
 
 from xling_ray.config import RecipeConfig
 from xling_ray.train import TuneSession, run_recipe
-from xling_ray.train.memory import memory_limit
+from xling_ray.train.memory import memory_limit, release_memory
 from xling_ray.train.ray_train import make_trainer
 from xling_ray.tune.search import seed_index
 
@@ -47,7 +45,14 @@ def trial_resources(recipe: RecipeConfig) -> dict[str, float]:
         return {"cpu": 0, "memory": 1}
     if shares_a_gpu(recipe):
         return {"cpu": recipe.scaling.cpus_per_worker, "gpu": recipe.scaling.gpus_per_worker}
-    return {"cpu": recipe.scaling.cpus_per_worker}
+    return {"cpu": recipe.scaling.cpus_per_worker, **memory_resource(recipe)}
+
+
+def memory_resource(recipe: RecipeConfig) -> dict[str, float]:
+    """Ray's ``memory`` resource (bytes) a training process reserves: its cap,
+    ``scaling.memory_limit_gb``, so that Ray packs no more of them on a node than fit; none without one."""
+    gib = recipe.scaling.memory_limit_gb
+    return {"memory": gib * 2**30} if gib else {}
 
 
 def trial_recipe(recipe: RecipeConfig, config: dict[str, Any]) -> RecipeConfig:
@@ -62,7 +67,7 @@ def run_trial(config: dict[str, Any], recipe: dict[str, Any]) -> None:
     """Tune function trainable: ``config`` holds the sampled dotted settings.
 
     Sweeps reuse a trial's process for the next trial (``reuse_actors``), so a trial
-    hands its memory back when it ends (:func:`release_memory`)."""
+    hands its memory back when it ends (:func:`~xling_ray.train.memory.release_memory`)."""
     r = trial_recipe(RecipeConfig.model_validate(recipe), config)
     try:
         _run(r)
@@ -70,26 +75,29 @@ def run_trial(config: dict[str, Any], recipe: dict[str, Any]) -> None:
         release_memory()
 
 
-def release_memory() -> None:
-    """Free what the finished trial left: reference cycles, then the C heap.
+def shared_gpu_device(recipe: RecipeConfig) -> str:
+    """The device of a trial on a fraction of a GPU: ``cuda`` (Ray shows the trial's process
+    the GPU it was given as cuda:0). Where torch finds no CUDA device though Ray gave the
+    trial a GPU (a CPU build of torch on the node, a node that declared GPUs it lacks), the
+    trial fails at once with one line naming both, not deep inside the model's first move."""
+    import torch
 
-    Each trial of a reused Tune actor runs in a new thread, and glibc keeps the
-    memory a thread freed in that thread's arena instead of handing it to the
-    next one: without ``malloc_trim`` the process grew with every trial of the
-    offline model (bench/RESULTS.md, item 6 measures it)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
+    if torch.cuda.is_available():
+        return "cuda"
+    import ray
+
+    raise RuntimeError(
+        f"scaling.gpus_per_worker={recipe.scaling.gpus_per_worker:g}: Ray gave this trial GPU "
+        f"{[str(i) for i in ray.get_gpu_ids()]} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) "
+        f"but torch {torch.__version__} finds no CUDA device; install a CUDA build of torch on the GPU nodes, "
+        "or set scaling.use_gpu false")
 
 
 def _run(r: RecipeConfig) -> None:
     if not uses_ray_train(r):
-        # On a shared GPU, Ray shows the trial's process the GPU it was given as cuda:0.
+        device = shared_gpu_device(r) if shares_a_gpu(r) else None
         with memory_limit(r.scaling.memory_limit_gb):
-            run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker)),
-                                      device="cuda" if shares_a_gpu(r) else None))
+            run_recipe(r, TuneSession(num_threads=max(1, int(r.scaling.cpus_per_worker)), device=device))
         return
     import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback

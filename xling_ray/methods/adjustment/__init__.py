@@ -49,12 +49,12 @@ Frozen copies and hidden states are :mod:`xling_ray.models.encode`'s.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-from pydantic import Field
 
-from xling_ray.config import LossConfig, MethodSettings
+from xling_ray.config import LossConfig
 from xling_ray.losses.base import NONE, StepContext, Term
+from xling_ray.method_settings import AdjustmentConfig
 from xling_ray.methods.adjustment.aligner import (
     SubwordPooling,
     align_corpus,
@@ -94,32 +94,6 @@ __all__ = [
 ]
 
 
-class AdjustmentConfig(MethodSettings):
-    """Cross-lingual adjustment (Cao et al., 2020; Efimov et al., 2023):
-    ``L_adj = L_align + base_rate * L_reg`` on parallel sentences.
-
-    ``regime: before``: ``steps`` adjustment steps before fine-tuning (AdamW, betas 0.9/0.98,
-    warm-up over the first 10 %, ``lr``, ``batch_size`` pairs). ``regime: continual``: during
-    fine-tuning, ``CE + w_align * L_align + w_reg * L_reg`` with an alignment batch each step.
-    Off when ``regime`` is ``off``.
-    """
-
-    regime: Literal["off", "before", "continual"] = "off"
-    word_vector: Literal["mean", "first", "last"] = "mean"
-    include_special: bool = Field(False, description="count [CLS]/[SEP] (<s>/</s>) as aligned")
-    alignment_file: str | None = Field(None, description="Pharaoh i-j alignments instead of the built-in aligner")
-    align_layer: int = Field(8, description="hidden layer whose similarities the built-in aligner uses")
-    steps: int = Field(100, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    batch_size: int = Field(32, ge=1, description="parallel pairs per adjustment step (reference: 32; continual: 16)")
-    base_rate: float = Field(1.0, ge=0, description="weight of L_reg before fine-tuning")
-    w_align: float = Field(0.01, ge=0, description="continual: weight of L_align")
-    w_reg: float = Field(1.0, ge=0, description="continual: weight of L_reg")
-
-    @property
-    def active(self) -> bool:
-        return self.regime != "off"
-
 
 def _adjustment_parts(ctx: StepContext):
     """Efimov et al.'s continual variant: each step, an alignment batch of parallel pairs
@@ -128,7 +102,7 @@ def _adjustment_parts(ctx: StepContext):
     data = ctx.state["adjustment"]
 
     def make():
-        batch = data.draw(cfg.batch_size, ctx.batch["input_ids"].device)
+        batch = data.draw(cfg.batch_size, ctx.batch["input_ids"].device, ctx.state.get("generator"))
         # The terms weigh .align and .reg themselves; passing w_reg as the rate only skips the
         # frozen pass (and L_reg) when w_reg is 0.
         return adjustment_objective(ctx.model, data.original, batch, cfg.w_reg, mode=cfg.word_vector,
@@ -151,7 +125,7 @@ def _adjust_before(ctx: PrepareContext) -> dict[str, float]:
     cfg = ctx.settings("adjustment")
     if cfg.regime != "before":
         return {}
-    losses = adjust_before_fine_tuning(ctx.model, ctx.state["adjustment"], cfg, ctx.device)
+    losses = adjust_before_fine_tuning(ctx.model, ctx.state["adjustment"], cfg, ctx.device, ctx.state.get("generator"))
     return {"first": losses[0], "last": losses[-1]}
 
 
@@ -162,4 +136,4 @@ TERMS = (
 METHOD = register(Method(
     "adjustment", AdjustmentConfig, TERMS,
     prepare=(Preparation("adjustment", _prepare), Preparation("adjustment", _adjust_before, when="before")),
-    switches={"regime": "off"}, weights={"base_rate": 0.0}, check=parallel_pairs))
+    check=parallel_pairs))

@@ -28,8 +28,9 @@ class AdjustmentData:
     original: torch.nn.Module
     collate: AlignedCollator
 
-    def draw(self, n: int, device: torch.device) -> AlignedBatch:
-        idx = torch.randint(len(self.pairs), (n,)).tolist()
+    def draw(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> AlignedBatch:
+        """``n`` aligned pairs drawn with ``generator`` (the task's per-rank one, ``state["generator"]``)."""
+        idx = torch.randint(len(self.pairs), (n,), generator=generator).tolist()
         return self.collate([(*self.pairs[i], self.alignments[i]) for i in idx]).to(device)
 
 
@@ -45,7 +46,8 @@ def prepare_adjustment(model, tokenizer, pairs: list[tuple[str, str]], cfg: "Adj
     return AdjustmentData(pairs, alignments, frozen_copy(model), AlignedCollator(tokenizer, max_length=max_length))
 
 
-def adjust_before_fine_tuning(model, data: AdjustmentData, cfg: "AdjustmentConfig", device: torch.device) -> list[float]:
+def adjust_before_fine_tuning(model, data: AdjustmentData, cfg: "AdjustmentConfig", device: torch.device,
+                              generator: torch.Generator | None = None) -> list[float]:
     """Cao et al.'s regime: ``cfg.steps`` steps of ``L_align + base_rate * L_reg`` before any
     task training; AdamW (betas 0.9/0.98), linear warm-up over the first 10 % then decay.
     Returns the losses, for logging."""
@@ -58,7 +60,7 @@ def adjust_before_fine_tuning(model, data: AdjustmentData, cfg: "AdjustmentConfi
     model.train()
     losses = []
     for _ in range(cfg.steps):
-        parts = adjustment_objective(model, data.original, data.draw(cfg.batch_size, device), cfg.base_rate,
+        parts = adjustment_objective(model, data.original, data.draw(cfg.batch_size, device, generator), cfg.base_rate,
                                      mode=cfg.word_vector, include_special=cfg.include_special)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()

@@ -13,12 +13,10 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import Field
-from typing import Literal
 
-from xling_ray.config import MethodSettings
 from xling_ray.losses.base import NONE, StepContext, Term
 from xling_ray.losses.classification import classification_loss
+from xling_ray.method_settings import XiteConfig
 from xling_ray.methods.base import Method, Preparation, PrepareContext, register
 from xling_ray.methods.target_text import target_pairs
 from xling_ray.methods.xite.blocks import LanguageLDA, Match, interpolate, match_to_english, sample_lambda
@@ -28,26 +26,6 @@ from xling_ray.models.encode import encode_texts, unwrap
 __all__ = ["LanguageLDA", "Match", "XiteConfig", "XiteData", "encode_texts", "interpolate", "match_to_english",
            "mixing_site", "prepare_xite", "sample_lambda", "xite_loss"]
 
-
-class XiteConfig(MethodSettings):
-    """XITE (Fazili & Jyothi, 2026): synthetic examples interpolated between English training
-    examples and target-language text labelled by its nearest English example. Off at ratio 0."""
-
-    ratio: float = Field(0.0, ge=0, description="synthetic examples per real one (0 = off)")
-    lam: float = Field(0.5, ge=0, le=1, description="interpolation weight of the source when alpha is not set")
-    alpha: float | None = Field(None, gt=0, description="draw lam from Beta(alpha, alpha) per example instead")
-    layer: int = Field(0, ge=0, description="0: interpolate input embeddings; k: hidden states after layer k (manifold mixup)")
-    lda: bool = True
-    lda_components: int | None = Field(None, ge=1, description="default: languages - 1")
-    lda_shrinkage: float | Literal["auto"] | None = None
-    k: int = Field(1, ge=1, description="label by a vote of the k nearest English examples; the pair is the nearest "
-                                        "of those with the voted label")
-    tau: float | None = Field(None, ge=-1, le=1, description="drop target texts whose cosine similarity to their "
-                                                             "English pair is below tau")
-
-    @property
-    def active(self) -> bool:
-        return self.ratio > 0
 
 
 def mixing_site(model: torch.nn.Module, layer: int) -> torch.nn.Module:
@@ -81,14 +59,14 @@ def xite_loss(ctx: StepContext) -> torch.Tensor:
     data = ctx.state["xite"]
     model = unwrap(ctx.model)
     n = max(1, math.ceil(cfg.ratio * ctx.batch["input_ids"].shape[0]))
-    b = data.draw(n, ctx.batch["input_ids"].device)
+    b = data.draw(n, ctx.batch["input_ids"].device, ctx.state.get("generator"))
     tgt_types = {"token_type_ids": b["tgt_types"]} if "tgt_types" in b else {}
     src_types = {"token_type_ids": b["src_types"]} if "src_types" in b else {}
     target = model.base_model(input_ids=b["tgt_ids"], attention_mask=b["tgt_mask"], output_hidden_states=True, **tgt_types)
     h_tgt = target.hidden_states[cfg.layer]
     if data.projector is not None:
         h_tgt = data.projector.project(h_tgt.float()).to(h_tgt.dtype)
-    lam = cfg.lam if cfg.alpha is None else sample_lambda(cfg.alpha, n).to(h_tgt)
+    lam = cfg.lam if cfg.alpha is None else sample_lambda(cfg.alpha, n, ctx.state.get("generator")).to(h_tgt)
 
     def mix(module, inputs, output):
         h = output[0] if isinstance(output, tuple) else output
@@ -111,4 +89,4 @@ def _prepare(ctx: PrepareContext) -> XiteData:
 
 
 METHOD = register(Method("xite", XiteConfig, (Term("xite", NONE, lambda c: c.xite.ratio, xite_loss),),
-                         prepare=(Preparation("xite", _prepare),), switches={"ratio": 0.0}, check=target_pairs))
+                         prepare=(Preparation("xite", _prepare),), check=target_pairs))

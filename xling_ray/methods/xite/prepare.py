@@ -31,11 +31,12 @@ class XiteData:
     def __len__(self) -> int:
         return len(self.matched)
 
-    def draw(self, n: int, device: torch.device) -> dict[str, Any]:
+    def draw(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> dict[str, Any]:
         """``n`` synthetic examples: source and target token batches padded to one width, so
         that their states can be interpolated position by position; the mask is their union.
-        With segment ids (BERT-style tokenizers) each side's are ``src_types``/``tgt_types``."""
-        idx = torch.randint(len(self), (n,)).tolist()
+        With segment ids (BERT-style tokenizers) each side's are ``src_types``/``tgt_types``.
+        ``generator``: the random source (the task's per-rank one, ``state["generator"]``)."""
+        idx = torch.randint(len(self), (n,), generator=generator).tolist()
         src = collate(self.source, [int(self.matched[i]) for i in idx], self.pad_id)
         tgt = collate(self.target, idx, self.pad_id)
         width = max(src["input_ids"].shape[1], tgt["input_ids"].shape[1])

@@ -1,0 +1,48 @@
+"""bench/early_stopping.py's figure: the compute each run spends, configuration by configuration in
+order, until a configuration that trained to its end comes within the tolerance of FIFO's best."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+_spec = importlib.util.spec_from_file_location("xling_early_stopping_bench", BENCH / "early_stopping.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def _config(config_id, gap, status="TERMINATED", examples=8000, seconds=480.0, collapsed=False, stopped_at=""):
+    return {"config_id": config_id, "rank": 1, "status": status, "stopped_at": stopped_at, "gap": gap, "acc_en": 55.0,
+            "collapsed": collapsed, "feasible": True, "seeds": 2, "examples": examples, "seconds": seconds,
+            "settings": {"train.lr": 1e-4}}
+
+
+def _result() -> dict:
+    """Sampler seed 0: FIFO's best is c (3.0); ASHA stops a and b at their first rung (1,000 pairs x 2
+    seeds) and reaches c's 3.2, within 0.5, after 2,000 + 2,000 + 8,000 examples against FIFO's 24,000.
+    A collapsed configuration's gap near 0 is no result to reach."""
+    fifo = [_config("a", 5.0), _config("b", 6.0), _config("z", 0.1, collapsed=True), _config("c", 3.0)]
+    asha = [_config("a", 5.5, "STOPPED", 2000, 100.0, stopped_at="1000 examples: gap 5.50"),
+            _config("b", 6.5, "STOPPED", 2000, 100.0, stopped_at="1000 examples: gap 6.50"),
+            _config("z", 0.1, "STOPPED", 2000, 100.0, collapsed=True), _config("c", 3.2)]
+    return {"command": "python bench/early_stopping.py", "runs": {"fifo-seed0": {"configs": fifo},
+                                                                  "asha-seed0": {"configs": asha}},
+            "scale": {"sampler_seeds": [0, 1], "num_samples": 4, "seeds": 2, "reduction_factor": 2.0,
+                      "tolerance": 0.5, "smoke": False, "rungs": [1000, 2000], "max_t": 4000}}
+
+
+def test_compute_to_come_within_the_tolerance_of_fifos_best():
+    [row] = bench.compare(_result())  # sampler seed 1 has not run: compared where both runs are
+    assert row["fifo_best_gap"] == 3.0
+    assert row["fifo"] == {"configurations": 4, "examples": 32000.0, "seconds": 1920.0, "config_id": "c"}
+    assert row["asha"] == {"configurations": 4, "examples": 14000.0, "seconds": 780.0, "config_id": "c"}
+    assert row["examples_share"] == 14000 / 32000 and row["stopped"] == 3
+
+
+def test_item_four_says_what_was_measured_and_what_was_not():
+    row, section = bench.item_four(_result())
+    assert row.startswith("| 4 | FIFO vs seed-group ASHA") and "seed 0: 44 % of FIFO's training examples" in row
+    assert row.endswith("| partial (sampler seed(s) [1] not run yet) |")
+    assert "| asha-seed0 | a | train.lr=0.0001 | STOPPED | 1000 examples: gap 5.50 |" in section
+    row, section = bench.item_four(None)
+    assert "not measured yet" in row and row.endswith("| n/a |") and section.startswith("## 4. Early stopping")
