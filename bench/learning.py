@@ -37,7 +37,7 @@ from _common import machine  # noqa: E402
 CURVE_LANGUAGES = ["en", "de", "zh"]
 EVAL_PAIRS = 300
 
-#: Each lever: (name, what changes, recipe updates over the base, train_size per task).
+#: Each lever: (name, what changes, recipe updates over the base, train_size: per task, or a size for each).
 #: The base is the quickstart recipe before this issue: CLS pooling (a random pooler for e5),
 #: one learning rate 1e-4, batch 16, length 64, frozen word embeddings.
 BASE = {
@@ -45,14 +45,14 @@ BASE = {
     "train.lr": 1e-4, "train.batch_size": 16, "train.warmup_ratio": 0.1, "train.epochs": 1,
 }
 _F8 = {"model.pooling": "mean", "train.head_lr": 1e-3, "model.freeze_layers": 8, "train.lr": 2e-4}
+_QS = {"model.pooling": "mean", "train.head_lr": 1e-3, "scaling.mixed_precision": "bf16"}  # the quickstart's recipe
 LEVERS: list[tuple[str, str, dict[str, Any], int]] = [
     ("base", "before: CLS pooler, one lr 1e-4", {}, 2000),
     ("freeze8", "mean pooling, head lr 1e-3; bottom 8 of 12 layers frozen and cached, lr 2e-4", _F8, 3000),
     ("head_lr", "mean pooling, head lr 1e-3 (all layers train)", {"model.pooling": "mean", "train.head_lr": 1e-3}, 2000),
     ("freeze4", "mean pooling, head lr 1e-3; bottom 4 of 12 layers frozen and cached, lr 1e-4",
      {**_F8, "model.freeze_layers": 4, "train.lr": 1e-4}, 2000),
-    ("head_lr_bf16", "head_lr with bf16 autocast on the CPU", {"model.pooling": "mean", "train.head_lr": 1e-3,
-                                                           "scaling.mixed_precision": "bf16"}, 2000),
+    ("head_lr_bf16", "head_lr with bf16 autocast on the CPU (the quickstart's recipe)", _QS, 2000),
     ("long_bf16", "head_lr with bf16 autocast, 4,000 pairs per task", {"model.pooling": "mean", "train.head_lr": 1e-3,
                                                                       "scaling.mixed_precision": "bf16"}, 4000),
     ("freeze10", "as freeze8 with 10 frozen, lr 3e-4", {**_F8, "model.freeze_layers": 10, "train.lr": 3e-4}, 3000),
@@ -60,16 +60,42 @@ LEVERS: list[tuple[str, str, dict[str, Any], int]] = [
     ("mean", "mean pooling only (one lr 1e-4, all layers train)", {"model.pooling": "mean"}, 2000),
     ("freeze8_bs32", "freeze8, batch 32, lr 3e-4", {**_F8, "train.lr": 3e-4, "train.batch_size": 32}, 3000),
     ("freeze6", "as freeze8 with 6 frozen", {**_F8, "model.freeze_layers": 6}, 3000),
+    # The quickstart's recipe (head_lr_bf16, the base of these) against one change each: the levers of the
+    # few-sample fine-tuning literature (Zhang et al. 2021: re-initialised top layers; Mosbach et al. 2021:
+    # warm-up and more steps) and the schedule's own settings.
+    ("qs_reinit1", "head_lr_bf16, top layer and pooler re-initialised", {**_QS, "model.reinit_layers": 1}, 2000),
+    ("qs_reinit2", "head_lr_bf16, top 2 layers and pooler re-initialised", {**_QS, "model.reinit_layers": 2}, 2000),
+    ("qs_reinit4", "head_lr_bf16, top 4 layers and pooler re-initialised", {**_QS, "model.reinit_layers": 4}, 2000),
+    ("qs_warmup0", "head_lr_bf16 without warm-up", {**_QS, "train.warmup_ratio": 0.0}, 2000),
+    ("qs_warmup30", "head_lr_bf16, warm-up over 30 % of the steps", {**_QS, "train.warmup_ratio": 0.3}, 2000),
+    ("qs_bs8", "head_lr_bf16, batch 8 (twice the steps)", {**_QS, "train.batch_size": 8}, 2000),
+    ("qs_bs32", "head_lr_bf16, batch 32, lr 2e-4", {**_QS, "train.batch_size": 32, "train.lr": 2e-4}, 2000),
+    ("qs_decay09", "head_lr_bf16, layer decay 0.9", {**_QS, "train.layer_decay": 0.9}, 2000),
+    ("qs_lr2e4", "head_lr_bf16, lr 2e-4", {**_QS, "train.lr": 2e-4}, 2000),
+    ("qs_epochs2", "head_lr_bf16, 2 epochs over the same pairs", {**_QS, "train.epochs": 2}, 2000),
+    ("qs_pairs3000", "head_lr_bf16, 3,000 pairs per task", _QS, 3000),
+    ("qs_pawsx4000", "head_lr_bf16, PAWS-X 4,000 pairs, XNLI 2,000 (a schedule per task)", _QS,
+     {"xnli": 2000, "pawsx": 4000}),
 ]
 POINTS = 4  # evaluations per curve
 
 
-def recipe_for(updates: dict[str, Any], train_size: int, data_dir: str, seed: int = 0):
+def largest(train_size: int | dict[str, int]) -> int:
+    """The pairs of the largest task: an epoch's rounds."""
+    return max(train_size.values()) if isinstance(train_size, dict) else train_size
+
+
+def pairs(train_size: int | dict[str, int]) -> str:
+    """A lever's training pairs as its table shows them."""
+    return ", ".join(f"{t} {n}" for t, n in train_size.items()) if isinstance(train_size, dict) else str(train_size)
+
+
+def recipe_for(updates: dict[str, Any], train_size: int | dict[str, int], data_dir: str, seed: int = 0):
     from xling_ray.config import RecipeConfig
 
     flat = {**BASE, **updates, "data.data_dir": data_dir, "data.train_size": train_size,
             "data.eval_max_per_language": EVAL_PAIRS, "data.languages": CURVE_LANGUAGES, "train.seed": seed}
-    rounds = -(-train_size // flat["train.batch_size"]) * flat["train.epochs"]
+    rounds = -(-largest(train_size) // flat["train.batch_size"]) * flat["train.epochs"]
     flat["train.eval_every_steps"] = max(1, -(-rounds // POINTS))
     return RecipeConfig().with_updates(flat)
 
@@ -101,7 +127,7 @@ def run_lever(name: str, data_dir: str, threads: int) -> dict[str, Any]:
     points = []
     for r, cpu in zip(session.reports, session.cpu):
         points.append({"cpu_s": cpu,
-            "epoch": r["epoch"], "examples_per_task": round(r["epoch"] * train_size),
+            "epoch": r["epoch"], "examples_per_task": round(r["epoch"] * largest(train_size)),  # the largest task's
             "train_s": r["time_total_s"] - r["time_eval_s"] - r["setup_s"], "setup_s": r["setup_s"],
             "eval_s": r["time_eval_s"], **{k: r[k] for k in r if k.startswith(METRIC_PREFIXES)},
         })
@@ -188,7 +214,7 @@ def write_page() -> Path:
         for i, p in enumerate(run["points"], 1):
             x_t = (p.get("acc_xnli_de", float("nan")) + p.get("acc_xnli_zh", float("nan"))) / 2
             p_t = (p.get("acc_pawsx_de", float("nan")) + p.get("acc_pawsx_zh", float("nan"))) / 2
-            lines.append(f"| {name if i == 1 else ''} | {run['what'] if i == 1 else ''} | {run['train_size'] if i == 1 else ''} "
+            lines.append(f"| {name if i == 1 else ''} | {run['what'] if i == 1 else ''} | {pairs(run['train_size']) if i == 1 else ''} "
                          f"| {p['examples_per_task']} | {p['train_s']:.0f} | {p['setup_s']:.0f} | {p['eval_s']:.0f} | {p.get('cpu_s', float('nan')):.0f} "
                          f"| {p.get('acc_xnli_en', float('nan')):.1f} | {p.get('acc_pawsx_en', float('nan')):.1f} "
                          f"| {p.get('top_class_pawsx_en', float('nan')):.0f} | {x_t:.1f} | {p_t:.1f} | {p.get('gap_xnli', float('nan')):.1f} |")

@@ -161,6 +161,16 @@ def test_freezing_more_layers_than_the_model_has(tiny_recipe, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("updates, limit", [({"model.reinit_layers": 3}, "at most 2"),
+                                            ({"model.reinit_layers": 2, "model.freeze_layers": 1}, "at most 1")])
+def test_reinitialising_more_layers_than_the_model_has_above_its_frozen_ones(tiny_recipe, tmp_path, capsys,
+                                                                            updates, limit):
+    space = write_space(tmp_path, tiny_recipe.with_updates(updates))
+    assert sweep(space, tmp_path / "runs") == 2
+    one_error_line(capsys, f"model.reinit_layers={updates['model.reinit_layers']}", "2 layers", limit)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("x")

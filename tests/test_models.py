@@ -203,3 +203,47 @@ def test_dequantised_word_rows_follow_the_file_format(e5_dir, full_model):
         row += [((q & 15) - 8) * d for q in qs] + [((q >> 4) - 8) * d for q in qs]
     got = full_model.bert.embeddings.word_embeddings.weight[0].detach().numpy()
     np.testing.assert_array_equal(got, np.asarray(row, dtype=np.float32))
+
+
+def _checkpoint(tmp_path):
+    """A saved tiny model whose every weight is off its initial values (biases nonzero,
+    LayerNorm gamma not 1), so a re-initialisation shows in each of them."""
+    torch.manual_seed(0)
+    model = load_model(ModelConfig(random_init=True, config_overrides=TINY), num_labels=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.rand_like(p) + 0.5)
+    model.save_pretrained(tmp_path / "ckpt")
+    return model.state_dict(), str(tmp_path / "ckpt")
+
+
+def test_reinit_layers_redraws_the_top_layers_and_the_pooler_as_a_new_model_and_keeps_the_rest(tmp_path):
+    saved, folder = _checkpoint(tmp_path)
+    torch.manual_seed(1)
+    model = load_model(ModelConfig(name=folder, reinit_layers=1), num_labels=3)
+    state = model.state_dict()
+    redrawn = [n for n in state if n.startswith(("bert.encoder.layer.1.", "bert.pooler."))]
+    assert redrawn and all(n.startswith("bert.encoder.layer.0.") or n.startswith("bert.embeddings.")
+                           for n in state if n.startswith("bert.") and n not in redrawn)
+    for name, value in state.items():
+        if name in redrawn:
+            assert not torch.equal(value, saved[name]), name
+        else:
+            assert torch.equal(value, saved[name]), name  # the lower layer, the embeddings, the classifier
+    std = model.config.initializer_range
+    for name, module in model.named_modules():
+        if not name.startswith(("bert.encoder.layer.1.", "bert.pooler")):
+            continue
+        if isinstance(module, torch.nn.Linear):  # W ~ N(0, std^2), b = 0
+            assert module.weight.std().item() == pytest.approx(std, rel=0.1), name
+            assert abs(module.weight.mean().item()) < std / 10 and not module.bias.any(), name
+        if isinstance(module, torch.nn.LayerNorm):
+            assert torch.equal(module.weight, torch.ones_like(module.weight)) and not module.bias.any(), name
+    # They train at the encoder's rate: not among the new parameters that take train.head_lr.
+    from xling_ray.models.loading import new_parameter_names
+
+    assert not any(n in new_parameter_names(model) for n in redrawn)
+    torch.manual_seed(1)
+    again = load_model(ModelConfig(name=folder, reinit_layers=1), num_labels=3).state_dict()
+    assert all(torch.equal(again[n], state[n]) for n in redrawn)  # drawn from the seeded generator
+

@@ -67,3 +67,9 @@ def test_every_shipped_space_says_in_its_comment_whether_it_stops_early():
         assert "early stopping" in text.lower(), path
         if space.sweep.scheduler.type == "asha":
             assert space.recipe.train.eval_every_examples, path  # asha only where it evaluates during the epoch
+
+
+def test_a_trial_of_per_task_sizes_is_their_sum_in_examples():
+    space = load_search_space(SPACES / "quickstart.yaml", {
+        "sweep.scheduler.type": "asha", "recipe.data.train_size": {"xnli": 2000, "pawsx": 4000}})
+    assert space.trial_examples() == 6000 and space.asha_clock() == (1000, 6000)

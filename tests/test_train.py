@@ -320,3 +320,37 @@ def test_the_evaluation_subset_takes_the_same_positions_in_every_language():
     assert quick["de"].labels == tuple(i % 3 for i in picked[0])
     assert loop_module.eval_subset(sets, 7, seed=1)["en"].input_ids != quick["en"].input_ids
     assert loop_module.eval_subset(sets, 30, seed=0) is None and loop_module.eval_subset(sets, None, seed=0) is None
+
+
+def test_train_size_per_task_gives_each_task_its_own_pairs_and_schedule(tiny_recipe, monkeypatch):
+    """data.train_size {xnli: 48, pawsx: 16}: XNLI takes 3 steps an epoch and PAWS-X one; each
+    task's warm-up and decay span its own steps (its learning rate reaches 0 at its last step)."""
+    recipe = tiny_recipe.with_updates({"data.train_size": {"xnli": 48, "pawsx": 16}, "train.epochs": 1,
+                                       "train.warmup_ratio": 0.0})
+    built = []
+    real_build = loop_module.build_tasks
+
+    def build(recipe, session):
+        tasks, pad_id = real_build(recipe, session)
+        built.extend(tasks)
+        return tasks, pad_id
+
+    monkeypatch.setattr(loop_module, "build_tasks", build)
+    last = run_recipe(recipe, LocalSession())
+    assert {t.task: len(t.train) for t in built} == {"xnli": 48, "pawsx": 16}
+    assert {t.task: t.scheduler.last_epoch for t in built} == {"xnli": 3, "pawsx": 1}  # steps taken
+    assert all(t.scheduler.get_last_lr()[0] == 0.0 for t in built)  # each schedule ran to its own end
+    assert last["examples_seen"] == 64 and last["epoch"] == 1.0
+
+
+def test_train_size_per_task_must_name_every_task_and_sizes_are_positive():
+    from xling_ray.config import DataConfig
+
+    with pytest.raises(ValueError, match=r"data.train_size gives no size for \['pawsx'\]"):
+        DataConfig(train_size={"xnli": 100})
+    with pytest.raises(ValueError, match=r"data.train_size.pawsx: 0 training examples"):
+        DataConfig(train_size={"xnli": 100, "pawsx": 0})
+    with pytest.raises(ValueError, match=r"data.train_size: -1 training examples"):
+        DataConfig(train_size=-1)
+    one = DataConfig(tasks=("xnli",), train_size={"xnli": 100, "pawsx": 300})  # a size for a task left out is unused
+    assert one.train_size_of("xnli") == 100 and DataConfig(train_size=7).train_size_of("pawsx") == 7

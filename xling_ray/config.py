@@ -40,6 +40,9 @@ class ModelConfig(_Strict):
     freeze_word_embeddings: bool = False
     freeze_layers: int = Field(
         0, ge=0, description="freeze the embeddings and the bottom k encoder layers (train only the layers above)")
+    reinit_layers: int = Field(
+        0, ge=0, description="re-initialise the top k encoder layers and the pooler before fine-tuning, with the "
+                             "model's own initialisation (Zhang et al. 2021); they train at the encoder's rate")
     cache_frozen: bool = Field(
         True, description="with freeze_layers: compute the frozen layers' outputs once per sweep and train and "
                           "evaluate the layers above on them, when no active loss term needs the model's input")
@@ -59,7 +62,10 @@ class DataConfig(_Strict):
     languages: tuple[str, ...] = ALL_LANGUAGES
     split: Literal["validation", "test"] = "validation"
     eval_max_per_language: int | None = Field(None, ge=1, description="cap per language, drawn with `seed`")
-    train_size: int | None = Field(None, ge=1, description="English training examples per task, drawn with `seed`")
+    train_size: int | dict[Literal["xnli", "pawsx"], int] | None = Field(
+        None, description="English training examples per task, drawn with `seed`: one number for every task, or one "
+                          "per task ({xnli: 2000, pawsx: 4000}: each task's schedule spans its own steps, and an epoch "
+                          "ends when the largest task has been seen once)")
     train_full: bool = Field(
         False, description="require each task's whole published English training set (MultiNLI, PAWS-X English): "
                            "a source holding fewer pairs (the offline copy) is an error, not a smaller run")
@@ -86,7 +92,21 @@ class DataConfig(_Strict):
             raise ValueError("data.languages must include 'en': the transfer gap is measured from English")
         if not self.tasks:
             raise ValueError("data.tasks must name at least one of 'xnli', 'pawsx'")
+        if isinstance(self.train_size, dict):
+            missing = [t for t in self.tasks if t not in self.train_size]
+            if missing:
+                raise ValueError(f"data.train_size gives no size for {missing}: give one per task in data.tasks "
+                                 f"{list(self.tasks)}, or one number for all")
+        sizes = self.train_size.items() if isinstance(self.train_size, dict) else [("", self.train_size)]
+        for task, n in sizes:
+            if n is not None and n < 1:
+                raise ValueError(f"data.train_size{'.' + task if task else ''}: {n} training examples; give 1 or more")
         return self
+
+    def train_size_of(self, task: str) -> int | None:
+        """``task``'s training examples: ``train_size``, or its entry where sizes are given per task
+        (``None``: the whole training set)."""
+        return self.train_size.get(task) if isinstance(self.train_size, dict) else self.train_size
 
 
 class TrainConfig(_Strict):

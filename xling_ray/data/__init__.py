@@ -84,7 +84,7 @@ def split_heldout(data: PairDataset, n: int, seed: int) -> tuple[PairDataset, Pa
 
 
 def load_train_set(cfg: DataConfig, task: str, source: DataSource | None = None) -> PairDataset:
-    """The task's English training set, capped at ``cfg.train_size`` rows drawn with ``cfg.seed``.
+    """The task's English training set, capped at its ``cfg.train_size`` rows drawn with ``cfg.seed``.
     With ``cfg.train_full``, a source holding less than the published set is a :class:`DataError`."""
     source = source or open_source(cfg.data_dir)
     data = source.load_train(task)
@@ -97,4 +97,5 @@ def load_train_set(cfg: DataConfig, task: str, source: DataSource | None = None)
                 f"{bench.train_full_size:,} (data.train_full: the full budget trains on all of it); give no --data-dir "
                 f"and no XLING_DATA_DIR to load it from the Hugging Face hub ({bench.hub_train.path}, through "
                 f"`datasets`), or a data folder whose {bench.train_file} holds the whole set")
-    return data.subsample(cfg.train_size, cfg.seed) if cfg.train_size is not None else data
+    size = cfg.train_size_of(task)
+    return data.subsample(size, cfg.seed) if size is not None else data

@@ -111,6 +111,8 @@ def check_model(cfg: ModelConfig) -> None:
         raise ModelLoadError(str(err)) from None
     if cfg.freeze_layers:
         freeze_bottom(skeleton, cfg.freeze_layers, cfg.name)
+    if cfg.reinit_layers:
+        check_reinit(skeleton, cfg)
     load_tokenizer(cfg)
 
 
@@ -132,9 +134,10 @@ def _read_tokenizer(path: str, stamp: tuple) -> "PreTrainedTokenizerBase":
 def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
     """A sequence classifier; eager attention so ``output_attentions`` works.
 
-    It classifies from ``cfg.pooling`` (:mod:`xling_ray.models.pooling`), keeps the
-    embeddings and bottom ``cfg.freeze_layers`` layers frozen, and remembers which
-    parameters are freshly initialised (:func:`new_parameter_names`)."""
+    It classifies from ``cfg.pooling`` (:mod:`xling_ray.models.pooling`), re-initialises the
+    top ``cfg.reinit_layers`` layers (:func:`reinit_top`), keeps the embeddings and bottom
+    ``cfg.freeze_layers`` layers frozen, and remembers which parameters are freshly
+    initialised (:func:`new_parameter_names`)."""
     from transformers import AutoModelForSequenceClassification
 
     path = _checked_path(cfg)
@@ -169,6 +172,8 @@ def load_model(cfg: ModelConfig, num_labels: int) -> "PreTrainedModel":
     except ValueError as err:
         raise ModelLoadError(str(err)) from None
     model._xling_new_parameters = frozenset(new)
+    if cfg.reinit_layers:
+        reinit_top(model, cfg)
     if cfg.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     if cfg.freeze_layers:
@@ -200,6 +205,40 @@ def freeze_bottom(model, k: int, name: str = "") -> None:
         for m in module.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
+
+
+def check_reinit(model, cfg: ModelConfig) -> int:
+    """The encoder's layer count, after checking that ``cfg.reinit_layers`` top layers exist
+    and lie above the ``cfg.freeze_layers`` frozen ones."""
+    n = len(encoder_layers(model))
+    if cfg.reinit_layers > n - cfg.freeze_layers:
+        frozen = f", {cfg.freeze_layers} of them frozen (model.freeze_layers)" if cfg.freeze_layers else ""
+        raise ModelLoadError(f"model.reinit_layers={cfg.reinit_layers} but {cfg.name} has {n} layers{frozen}: "
+                             f"at most {n - cfg.freeze_layers} can be re-initialised")
+    return n
+
+
+def reinit_top(model, cfg: ModelConfig) -> None:
+    """Re-initialise the top ``cfg.reinit_layers`` encoder layers and the pooler as the
+    architecture initialises a new model (its ``_init_weights``; for BERT, XLM-R and e5:
+    ``W ~ N(0, initializer_range^2)``, biases 0, LayerNorm ``gamma = 1, beta = 0``).
+
+    Zhang et al. 2021 ("Revisiting Few-sample BERT Fine-tuning", ICLR, section 5) find the
+    top layers' pre-trained weights specific to the pre-training task, and re-initialising
+    the top few layers and the pooler helps fine-tuning on a few thousand examples (their
+    ``--reinit_layers N --reinit_pooler``; here the pooler, where the model has one, is
+    re-initialised with the layers). As there, the layers then train at the encoder's
+    learning rate (with ``train.layer_decay``, the top layers' rate), not ``train.head_lr``.
+    Draws from torch's global generator: the loop seeds it before loading, as for the head."""
+    n = check_reinit(model, cfg)
+    pooler = getattr(model.base_model, "pooler", None)  # XLM-R's classifier has its own head, no pooler
+    for module in [*encoder_layers(model)[n - cfg.reinit_layers:], *([pooler] if pooler is not None else [])]:
+        for sub in module.modules():
+            # transformers >= 5 skips tensors flagged as loaded from the checkpoint: unflag them.
+            sub._is_hf_initialized = False
+            for tensor in (*sub.parameters(recurse=False), *sub.buffers(recurse=False)):
+                tensor._is_hf_initialized = False
+        module.apply(model._init_weights)
 
 
 def new_parameter_names(model) -> frozenset[str]:

@@ -129,7 +129,7 @@ class SchedulerConfig(_Strict):
                                 "rung; default train.eval_every_examples, else one epoch")
     max_t: int | None = Field(
         None, ge=1, description="training examples of a whole trial (ASHA's max_t); default: the recipe's, "
-                                "train.epochs x tasks x data.train_size")
+                                "train.epochs x the tasks' data.train_size summed")
     reduction_factor: float = Field(2, gt=1, description="keep the best 1/reduction_factor at each rung; rungs "
                                                          "reduction_factor times apart")
 
@@ -412,10 +412,11 @@ class SearchSpace(_Strict):
         searches ``train.epochs``, ``data.train_size``, ``data.tasks`` or ``scaling.num_workers``."""
         r = self.recipe
         searched = {"train.epochs", "data.train_size", "data.tasks", "scaling.num_workers"} & set(self.search)
-        if r.data.train_size is None or searched:
+        sizes = [r.data.train_size_of(t) for t in r.data.tasks]
+        if None in sizes or searched:
             return None
         workers = r.scaling.num_workers
-        return r.train.epochs * len(r.data.tasks) * (r.data.train_size // workers) * workers
+        return r.train.epochs * sum((n // workers) * workers for n in sizes)
 
     def asha_clock(self) -> tuple[int, int]:
         """``(grace_period, max_t)`` of ``sweep.scheduler`` in training examples, the defaults
