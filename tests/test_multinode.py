@@ -135,14 +135,24 @@ class LocalCluster:
         (``ray::ImplicitFunc``, ``ray::RayTrainWorker``...): Ray worker processes are their
         node's raylet's children, and they are gone once a run ends."""
         while not self.stopped.is_set():
-            for raylet_pid, name in self.raylets().items():
+            try:
+                raylets = self.raylets()
+            except (KeyError, IndexError, RuntimeError):  # a node being removed or added just now
+                raylets = {}
+            for raylet_pid, name in raylets.items():
                 try:
-                    for child in psutil.Process(raylet_pid).children():
-                        title = " ".join(child.cmdline())
-                        if title.startswith("ray::") and not title.startswith("ray::IDLE"):
-                            self.seen[child.pid] = (name, title)
+                    children = psutil.Process(raylet_pid).children()
                 except psutil.Error:
-                    pass
+                    continue
+                for child in children:
+                    # Each child on its own: one that exits, or a zombie not yet reaped (cmdline() raises
+                    # on it), must not hide the children listed after it.
+                    try:
+                        title = " ".join(child.cmdline())
+                    except psutil.Error:
+                        continue
+                    if title.startswith("ray::") and not title.startswith("ray::IDLE"):
+                        self.seen[child.pid] = (name, title)
             time.sleep(0.1)
 
     def replace(self, name: str) -> None:
