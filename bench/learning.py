@@ -76,6 +76,8 @@ LEVERS: list[tuple[str, str, dict[str, Any], int]] = [
     ("qs_pairs3000", "head_lr_bf16, 3,000 pairs per task", _QS, 3000),
     ("qs_pawsx4000", "head_lr_bf16, PAWS-X 4,000 pairs, XNLI 2,000 (a schedule per task)", _QS,
      {"xnli": 2000, "pawsx": 4000}),
+    ("qs_xnli4000", "head_lr_bf16, XNLI 4,000 pairs, PAWS-X 2,000 (a schedule per task)", _QS,
+     {"xnli": 4000, "pawsx": 2000}),
 ]
 POINTS = 4  # evaluations per curve
 
