@@ -163,6 +163,21 @@ def trainer_dataset(tok, data, max_length: int, padding: bool | str = False):
     return Dataset.from_dict({**enc, "labels": list(data.labels)})
 
 
+def eval_seconds(model, sets: dict, batch_size: int, pad_id: int, device: Any = None, autocast: Any = None) -> float:
+    """Seconds of one :func:`xling_ray.train.evaluate.evaluate` of ``sets`` (on a GPU, once its kernels are done)."""
+    import torch
+
+    from xling_ray.train.evaluate import evaluate
+
+    device = device or torch.device("cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    evaluate(model, sets, batch_size, pad_id, device, autocast)
+    sync()
+    return time.perf_counter() - t0
+
+
 def step_batches(data, batch_size: int, n: int, pad_id: int) -> list[dict]:
     """The first ``n`` batches of an encoded set, in order (:func:`xling_ray.data.batches.collate`)."""
     from xling_ray.data.batches import collate

@@ -9,16 +9,14 @@ setting (frozen, length 64) and a 6-layer cut of it. Numbers depend on the machi
 from __future__ import annotations
 
 import platform
-import time
 
 import torch
 
-from _common import median_step_seconds, parser, step_batches
+from _common import eval_seconds, median_step_seconds, parser, step_batches
 from xling_ray.config import ALL_LANGUAGES, DataConfig, LossConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.data.batches import encode
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.evaluate import evaluate
 
 
 def time_step(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int, repeats: int) -> float:
@@ -37,9 +35,7 @@ def time_eval(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int) -> 
         model = load_model(model_cfg, num_labels=get_benchmark(task).num_labels)
         enc = {lang: encode(tok, d, model_cfg.max_length) for lang, d in per_lang.items()}
         n += sum(len(e) for e in enc.values())
-        t0 = time.perf_counter()
-        evaluate(model, enc, batch_size, tok.pad_token_id, torch.device("cpu"))
-        total += time.perf_counter() - t0
+        total += eval_seconds(model, enc, batch_size, tok.pad_token_id)
     return total, n
 
 

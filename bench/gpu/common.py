@@ -267,7 +267,3 @@ def load_space(name: str, budget: str | None = None):
     from xling_ray.tune.space import load_search_space
 
     return load_search_space(REPO / "search_spaces" / f"{name}.yaml", budget=budget)
-
-
-def quickstart_recipe(ctx: Context):
-    return load_space("quickstart").recipe.with_updates(ctx.recipe_updates())

@@ -36,7 +36,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from common import STARTED, Context, Log, Profile, kill_group, nvidia_smi, quickstart_recipe, use_site, write_json
+from common import STARTED, Context, Log, Profile, kill_group, load_space, nvidia_smi, use_site, write_json
 
 import kit
 
@@ -127,7 +127,7 @@ def warm_cache(ctx: Context) -> int:
 
     from part_b import b_runs
 
-    recipes = [quickstart_recipe(ctx)] + [r for _, _, r in b_runs(ctx)[:: ctx.profile.b_seeds]]
+    recipes = [load_space("quickstart").recipe.with_updates(ctx.recipe_updates())] + [r for _, _, r in b_runs(ctx)[:: ctx.profile.b_seeds]]
     done, n = set(), 0
     for r in recipes:
         key = (r.model.max_length, r.model.text_prefix, r.data.model_dump_json())

@@ -212,11 +212,8 @@ def section_b(folders: list[dict]) -> list[str]:
             lines += ["Against plain fine-tuning (bench/study's screen: a difference counts when it exceeds twice its "
                       "standard error over seeds):", ""]
             lines += table(["method", "gap - plain", "acc_target - plain", "verdict"], rows) + [""]
-    rows = []
-    for m in methods:
-        rs = by_method[m]
-        rows.append([m] + [fmt(statistics.mean(r["metrics"][c] for r in rs), 1) if all(c in r["metrics"] for r in rs)
-                           else "–" for c in LANGUAGE_COLUMNS])
+    rows = [[m] + [fmt(statistics.mean(r["metrics"][c] for r in by_method[m]), 1)
+                   if all(c in r["metrics"] for r in by_method[m]) else "–" for c in LANGUAGE_COLUMNS] for m in methods]
     lines += ["Accuracy (%) per language, mean over seeds:", ""]
     lines += table(["method"] + [c.removeprefix("acc_") for c in LANGUAGE_COLUMNS], rows) + [""]
     rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1)]
