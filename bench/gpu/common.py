@@ -51,12 +51,9 @@ class Profile:
         self.b_seeds = 1 if dry else 3
         self.b_procs = 2 if dry else 8
         self.b_eval_batch = 64 if dry else 256
-        # c
-        self.c_batch = 8 if dry else 32
-        self.c_length = 48 if dry else 128
-        self.c_warmup, self.c_steps = (1, 2) if dry else (3, 20)
-        self.c_eval_per_language = 12 if dry else 500
-        self.c_eval_batch = 64 if dry else 256
+        # c: training batch and its most tokens, steps timed after the warm-up ones; evaluation pairs per language, batch
+        self.c = (dict(batch=8, length=48, warmup=1, steps=2, eval_per_language=12, eval_batch=64) if dry else
+                  dict(batch=32, length=128, warmup=3, steps=20, eval_per_language=500, eval_batch=256))
 
 # ------------------------------------------------------------------------- small helpers
 

@@ -20,9 +20,7 @@ def part_c(ctx: Context, budget: float) -> dict[str, Any]:
     start = time.time()
     spec = {"out": str(out), "device": prof.device, "model_dir": str(ctx.model_dir), "data_dir": str(ctx.data_dir),
             "kit_model": str(ctx.kit / "model"), "soft_deadline": start + 0.85 * budget, "budget_s": round(budget),
-            "dry": ctx.dry, "batch": prof.c_batch, "length": prof.c_length, "warmup": prof.c_warmup,
-            "steps": prof.c_steps, "eval_per_language": prof.c_eval_per_language, "eval_batch": prof.c_eval_batch,
-            "threads": prof.threads}
+            "dry": ctx.dry, "threads": prof.threads, **prof.c}
     ctx.log(f"part c: throughput, {budget:.0f} s")
     workers = Workers(ctx)
     workers.start("c", spec, "c-throughput")

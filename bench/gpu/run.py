@@ -127,7 +127,8 @@ def warm_cache(ctx: Context) -> int:
 
     from part_b import b_runs
 
-    recipes = [load_space("quickstart").recipe.with_updates(ctx.recipe_updates())] + [r for _, _, r in b_runs(ctx)[:: ctx.profile.b_seeds]]
+    recipes = [load_space("quickstart").recipe.with_updates(ctx.recipe_updates())]
+    recipes += [r for _, _, r in b_runs(ctx)[:: ctx.profile.b_seeds]]
     done, n = set(), 0
     for r in recipes:
         key = (r.model.max_length, r.model.text_prefix, r.data.model_dump_json())
