@@ -8,11 +8,7 @@ setting (frozen, length 64) and a 6-layer cut of it. Numbers depend on the machi
 """
 from __future__ import annotations
 
-import platform
-
-import torch
-
-from _common import eval_seconds, median_step_seconds, parser, step_batches
+from _common import eval_seconds, machine, median_step_seconds, parser, step_batches
 from xling_ray.config import ALL_LANGUAGES, DataConfig, LossConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.data.batches import encode
@@ -55,8 +51,8 @@ def main() -> None:
         "quickstart (frozen, length 64)": ModelConfig(freeze_word_embeddings=True, max_length=64),
         "6 layers, frozen, length 64": ModelConfig(num_layers=6, freeze_word_embeddings=True, max_length=64),
     }
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}")
+    m = machine()
+    print(f"machine: {m['cpu']}, torch threads {m['torch_threads']}, torch {m['torch']}")
     print(f"| setting | train step, batch {args.batch_size} (s) | 17-language eval (s) | eval pairs | eval pairs/s |")
     print("|---|---|---|---|---|")
     for name, m in settings.items():
