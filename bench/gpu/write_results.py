@@ -199,15 +199,11 @@ def section_b(folders: list[dict]) -> list[str]:
         from part_b import study_module
 
         study = study_module()
-        plain = pd.DataFrame([r["metrics"] for r in by_method["plain"]])
-        rows = []
-        for m in methods:
-            if m == "plain" or len(by_method[m]) < 2:
-                continue
-            df = pd.DataFrame([r["metrics"] for r in by_method[m]])
-            gap, gap_se, _ = study.spread_test(df["gap"], plain["gap"])
-            tgt, tgt_se, _ = study.spread_test(df["acc_target"], plain["acc_target"])
-            rows.append([m, f"{gap:+.2f} ± {gap_se:.2f}", f"{tgt:+.2f} ± {tgt_se:.2f}", study.verdict(df, plain)])
+        frames = {m: pd.DataFrame([r["metrics"] for r in by_method[m]]) for m in methods if len(by_method[m]) > 1}
+        plain = frames.pop("plain")
+        rows = [[m] + [f"{d:+.2f} ± {se:.2f}" for d, se, _ in (study.spread_test(df[k], plain[k])
+                                                              for k in ("gap", "acc_target"))]
+                + [study.verdict(df, plain)] for m, df in frames.items()]
         if rows:
             lines += ["Against plain fine-tuning (bench/study's screen: a difference counts when it exceeds twice its "
                       "standard error over seeds):", ""]
