@@ -1,5 +1,6 @@
-"""Shared by the bench scripts: the command line, where results go, the machine, the clock, and the
-small recipe and local sweep the Ray items run."""
+"""Shared by the bench scripts: the command line, where results go (and their JSON), the machine, the
+clock, a sampling thread, the pages' cells and tables, and the small recipe and local sweep the Ray
+items run."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,10 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 BENCH = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH / "results"
@@ -45,18 +47,49 @@ def machine() -> dict[str, Any]:
             "load_1min_at_start": round(load, 2), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def save(item: str, result: dict[str, Any], command: str | None = None) -> Path:
-    """``bench/results/<item>.json``: what ``bench/run.py`` turns into RESULTS.md."""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    result = {"item": item, "command": command or "python " + " ".join(sys.argv), "machine": machine(), **result}
-    path = RESULTS_DIR / f"{item}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as JSON at ``path``, whole or not at all (written beside it, then renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def save(item: str, result: dict[str, Any], path: Path | None = None) -> Path:
+    """``bench/results/<item>.json`` (or ``path``) with the command and the machine: what ``bench/run.py``
+    turns into RESULTS.md."""
+    path = Path(path) if path else RESULTS_DIR / f"{item}.json"
+    write_json(path, dict(result, item=item, command="python " + " ".join(sys.argv), machine=machine()))
     return path
 
 
 def load(item: str) -> dict[str, Any] | None:
     path = RESULTS_DIR / f"{item}.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def abba(sides: dict[str, Callable[[], dict]], repeats: int, result: dict[str, Any]) -> None:
+    """Each side run ``repeats`` times in ABBA order (the machine's load drifts, and no side should always
+    run first), each run appended to ``result["<side>_runs"]``."""
+    for r in range(repeats):
+        for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+            result.setdefault(f"{side}_runs", []).append(sides[side]())
+            print(side, json.dumps(result[f"{side}_runs"][-1], indent=1, default=str), flush=True)
+
+
+def fmt(x, spec: str = ".2f") -> str:
+    """A page's cell: ``x`` formatted, or n/a."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def table(header: list[str], rows) -> list[str]:
+    """A Markdown table's lines: the header (an empty heading is ``| |``), its rule, a line per row."""
+    return ["|" + "|".join(f" {h} " if h else " " for h in header) + "|", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(map(str, row)) + " |" for row in rows]
 
 
 class Stopwatch:
@@ -66,6 +99,27 @@ class Stopwatch:
 
     def __exit__(self, *exc):
         self.s = time.perf_counter() - self.t0
+
+
+class Sampler(threading.Thread):
+    """Calls ``sample()`` every ``period`` seconds while its ``with`` block runs (a daemon thread)."""
+
+    def __init__(self, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.period, self._done = period, threading.Event()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.sample()
+            self._done.wait(self.period)
 
 
 def median_step_seconds(model, batches: list[dict], losses, state: dict[str, Any] | None = None, lr: float = 2e-5,
@@ -98,6 +152,30 @@ def median_step_seconds(model, batches: list[dict], losses, state: dict[str, Any
         if r >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def trainer_dataset(tok, data, max_length: int, padding: bool | str = False):
+    """A set tokenised as a Hugging Face ``Trainer`` user does it: a ``datasets.Dataset`` of the
+    tokenizer's columns and the labels."""
+    from datasets import Dataset
+
+    enc = tok(list(data.text_a), list(data.text_b), truncation=True, max_length=max_length, padding=padding)
+    return Dataset.from_dict({**enc, "labels": list(data.labels)})
+
+
+def eval_seconds(model, sets: dict, batch_size: int, pad_id: int, device: Any = None, autocast: Any = None) -> float:
+    """Seconds of one :func:`xling_ray.train.evaluate.evaluate` of ``sets`` (on a GPU, once its kernels are done)."""
+    import torch
+
+    from xling_ray.train.evaluate import evaluate
+
+    device = device or torch.device("cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    evaluate(model, sets, batch_size, pad_id, device, autocast)
+    sync()
+    return time.perf_counter() - t0
 
 
 def step_batches(data, batch_size: int, n: int, pad_id: int) -> list[dict]:

@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))  # _common, and run's writer of RESULTS.md (the tests load this file by its path)
+from _common import TINY, fmt, parser, save, table, verdict  # noqa: E402
+
 QUICKSTART = BENCH.parent / "search_spaces" / "quickstart.yaml"
 RESULTS = BENCH / "results" / "early_stopping.json"
 SCHEDULERS = ("fifo", "asha")
@@ -62,8 +65,6 @@ def space_for(args, scheduler: str, sampler_seed: int):
                  "sweep.seeds": args.seeds, "sweep.seed": sampler_seed, "sweep.max_concurrent_trials": args.seeds,
                  "sweep.scheduler.type": scheduler, "sweep.scheduler.reduction_factor": args.reduction_factor}
     if args.smoke:
-        from _common import TINY
-
         overrides.update({f"recipe.{k}": v for k, v in TINY.items() if k.startswith(("model.", "data."))})
         overrides.update(SMOKE)
     return load_search_space(QUICKSTART, overrides)
@@ -216,40 +217,34 @@ def item_four(result: dict[str, Any] | None) -> tuple[str, str]:
                          f"{r['configurations']} configurations stopped")
             ok.append(r["examples_share"] < 1.0)
     missing = [seed for seed in s["sampler_seeds"] if seed not in [r["sampler_seed"] for r in rows]]
-    verdict = ("n/a" if None in ok or not ok else ("met" if all(ok) else "**missed**"))
-    if missing:
-        verdict = f"partial (sampler seed(s) {missing} not run yet)"
-    row = f"| 4 | {what} | {GOAL} | {'; '.join(parts)} | {verdict} |"
+    said = f"partial (sampler seed(s) {missing} not run yet)" if missing else verdict(
+        None if None in ok or not ok else all(ok))
+    row = f"| 4 | {what} | {GOAL} | {'; '.join(parts)} | {said} |"
     lines = [f"## 4. Early stopping (`bench/early_stopping.py`)", "", f"    {result['command']}", "",
              f"The quickstart space, {'the tiny random model (--smoke)' if s.get('smoke') else 'its recipe as shipped'}, "
              f"{s['num_samples']} configurations x {s['seeds']} seeds, one configuration at a time; FIFO against "
              f"seed-group ASHA (reduction factor {s['reduction_factor']:g}, rungs at {s['rungs']} training examples of "
              f"{s['max_t']}); sampler seeds {s['sampler_seeds']}. Compute: training examples (each trial's last "
              "`examples_seen`) and trial seconds (Tune's `time_this_iter_s`, summed), configuration by configuration "
-             f"in order until one that trained to its end came within {tol} gap points of FIFO's best.", "",
-             "| sampler seed | FIFO's best gap | FIFO: configurations, examples, seconds to reach it | ASHA: the same | "
-             "ASHA / FIFO (examples, seconds) | whole runs (examples: FIFO, ASHA) | ASHA stopped |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def cell(x):
-            return "not reached" if not x else f"{x['configurations']}, {x['examples']:.0f}, {x['seconds']:.0f}"
-        share = ("n/a" if r["examples_share"] is None
-                 else f"{r['examples_share']:.2f}, {r['seconds_share']:.2f}")
-        best = "n/a" if r["fifo_best_gap"] is None else f"{r['fifo_best_gap']:.2f}"
-        lines.append(f"| {r['sampler_seed']} | {best} | {cell(r['fifo'])} | {cell(r['asha'])} | {share} | "
-                     f"{r['total']['fifo']['examples']:.0f}, {r['total']['asha']['examples']:.0f} | "
-                     f"{r['stopped']} of {r['configurations']} |")
-    lines += ["", "| run | configuration | settings | status | stopped_at | gap | acc_en | examples | seconds |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for key in sorted(result["runs"]):
-        for c in result["runs"][key]["configs"]:
-            settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in c["settings"].items())
-            gap = "n/a" if c["gap"] is None else f"{c['gap']:.2f}"
-            acc = "n/a" if c["acc_en"] is None else f"{c['acc_en']:.2f}"
-            lines.append(f"| {key} | {c['config_id']} | {settings} | {c['status']} | {c['stopped_at']} | {gap} | "
-                         f"{acc} | {c['examples']:.0f} | {c['seconds']:.0f} |")
-    lines.append("")
-    return row, "\n".join(lines)
+             f"in order until one that trained to its end came within {tol} gap points of FIFO's best.", ""]
+
+    def cell(x):
+        return "not reached" if not x else f"{x['configurations']}, {x['examples']:.0f}, {x['seconds']:.0f}"
+
+    lines += table(["sampler seed", "FIFO's best gap", "FIFO: configurations, examples, seconds to reach it",
+                    "ASHA: the same", "ASHA / FIFO (examples, seconds)", "whole runs (examples: FIFO, ASHA)",
+                    "ASHA stopped"], [
+        [r["sampler_seed"], fmt(r["fifo_best_gap"]), cell(r["fifo"]), cell(r["asha"]),
+         "n/a" if r["examples_share"] is None else f"{r['examples_share']:.2f}, {r['seconds_share']:.2f}",
+         f"{r['total']['fifo']['examples']:.0f}, {r['total']['asha']['examples']:.0f}",
+         f"{r['stopped']} of {r['configurations']}"] for r in rows])
+    lines += [""] + table(["run", "configuration", "settings", "status", "stopped_at", "gap", "acc_en", "examples",
+                           "seconds"], [
+        [key, c["config_id"], ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in c["settings"].items()),
+         c["status"], c["stopped_at"], fmt(c["gap"]), fmt(c["acc_en"]), f"{c['examples']:.0f}", f"{c['seconds']:.0f}"]
+        for key in sorted(result["runs"]) for c in result["runs"][key]["configs"]])
+    return row, "\n".join(lines + [""])
 
 
 # ---------------------------------------------------------------- main
@@ -266,20 +261,13 @@ def load_results(path: Path, scale: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_results(path: Path, result: dict[str, Any], results_md: Path) -> None:
-    from _common import machine
+    """The results file (with the command and the machine), and item 4 of ``results_md`` from it."""
     from run import write_report
 
-    result = {**result, "item": "early_stopping", "command": "python " + " ".join(sys.argv), "machine": machine()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(path)
-    write_report(early=result, path=results_md)
+    write_report(early=json.loads(save("early_stopping", result, path).read_text()), path=results_md)
 
 
 def main() -> None:
-    from _common import parser  # beside this script, as every bench script's
-
     p = parser(__doc__)
     p.add_argument("--sampler-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--num-samples", type=int, default=6, help="configurations per run")

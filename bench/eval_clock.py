@@ -13,15 +13,13 @@ epoch makes, to give the seconds the clock adds to a trial and to the sweep. Wri
 from __future__ import annotations
 
 import contextlib
-import time
 
 import torch
 
-from _common import parser, save
+from _common import eval_seconds, parser, save
 from xling_ray.data import get_benchmark, load_eval_sets
 from xling_ray.data.batches import encode, with_prefix
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.evaluate import evaluate
 from xling_ray.train.loop import eval_subset
 from xling_ray.tune import load_search_space
 
@@ -55,16 +53,9 @@ def main() -> None:
         quick = eval_subset(enc, recipe.train.eval_subset_per_language, recipe.data.seed) or enc
         pairs_full += sum(len(e) for e in enc.values())
         pairs_subset += sum(len(e) for e in quick.values())
-        for sets_, which in ((enc, "full"), (quick, "subset")):
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                evaluate(model, sets_, recipe.train.eval_batch_size, tok.pad_token_id, torch.device("cpu"), autocast)
-                times.append(time.perf_counter() - t0)
-            if which == "full":
-                full_s += min(times)
-            else:
-                subset_s += min(times)
+        best = [min(eval_seconds(model, s, recipe.train.eval_batch_size, tok.pad_token_id, autocast=autocast)
+                    for _ in range(args.repeats)) for s in (enc, quick)]  # the full sets, then the subset
+        full_s, subset_s = full_s + best[0], subset_s + best[1]
     batch, train_size = recipe.train.batch_size, recipe.data.train_size
     rounds = -(-train_size // batch)
     per_round = [sum(min(batch, train_size - r * batch) for _ in recipe.data.tasks) for r in range(rounds)]

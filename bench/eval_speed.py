@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 import torch
 
-from _common import Stopwatch, parser, save
+from _common import Stopwatch, parser, save, trainer_dataset
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets
 from xling_ray.models import load_model, load_tokenizer
@@ -39,17 +39,12 @@ class TrainerEvaluator:
     padded to ``max_length`` (``padded``) or left to ``DataCollatorWithPadding``."""
 
     def __init__(self, models, tok, sets, max_length: int, batch_size: int, padded: bool, out: str):
-        from datasets import Dataset
         from transformers import (DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments,
                                   default_data_collator)
 
         with Stopwatch() as t:
-            self.datasets = {}
-            for key, d in sets.items():
-                enc = tok(list(d.text_a), list(d.text_b), truncation=True, max_length=max_length,
-                          padding="max_length" if padded else False)
-                self.datasets[key] = Dataset.from_dict({"input_ids": enc["input_ids"],
-                                                        "attention_mask": enc["attention_mask"], "labels": list(d.labels)})
+            self.datasets = {key: trainer_dataset(tok, d, max_length, "max_length" if padded else False)
+                             for key, d in sets.items()}
         self.tokenise_s = t.s
         self._seen: dict[str, np.ndarray] = {}
         args = TrainingArguments(output_dir=out, per_device_eval_batch_size=batch_size, report_to="none", use_cpu=True,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from _common import median_step_seconds, parser, save, step_batches
+from _common import median_step_seconds, parser, save, step_batches, table
 from xling_ray.config import DataConfig, LossConfig, ModelConfig, RecipeConfig
 from xling_ray.data import get_benchmark, load_train_set
 from xling_ray.data.batches import encode
@@ -75,11 +75,9 @@ def main() -> None:
     save("methods", result)
     print(f"offline model, frozen word embeddings, no attention dropout, layers {args.layers or 12}, max length {args.max_length}, "
           f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, median of {args.steps} steps")
-    print("| step | time (s) | x plain CE | beyond its encoder passes |")
-    print("|---|---|---|---|")
-    for r in result["rows"]:
-        beyond = f"{100 * (r['x_baseline'] - 1):+.1f} %" if r["baseline"] else "(baseline)"
-        print(f"| {r['step']} | {r['seconds']:.2f} | {r['x_plain']:.2f} | {beyond} |")
+    print("\n".join(table(["step", "time (s)", "x plain CE", "beyond its encoder passes"], [
+        [r["step"], f"{r['seconds']:.2f}", f"{r['x_plain']:.2f}",
+         f"{100 * (r['x_baseline'] - 1):+.1f} %" if r["baseline"] else "(baseline)"] for r in result["rows"]])))
 
 
 if __name__ == "__main__":

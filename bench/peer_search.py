@@ -24,7 +24,7 @@ import time
 import numpy as np
 from ray import cloudpickle
 
-from _common import parser, save, small_recipe, sweep_trials
+from _common import abba, parser, save, small_recipe, sweep_trials, trainer_dataset
 from xling_ray.config import XNLI_LANGUAGES
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import bench/
@@ -44,7 +44,7 @@ def run_ours(recipe, trials: int) -> dict:
 
 def run_peer(recipe, trials: int, cpus: int) -> dict:
     import ray
-    from datasets import Dataset
+    from datasets import concatenate_datasets
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -59,18 +59,10 @@ def run_peer(recipe, trials: int, cpus: int) -> dict:
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     try:
         tok = load_tokenizer(recipe.model)
-        length = recipe.model.max_length
-
-        def dataset(d):
-            enc = tok(list(d.text_a), list(d.text_b), truncation=True, max_length=length)
-            return Dataset.from_dict({**enc, "labels": list(d.labels)})
-
-        train = dataset(load_train_set(recipe.data, "xnli"))
+        train = trainer_dataset(tok, load_train_set(recipe.data, "xnli"), recipe.model.max_length)
         evals = load_eval_sets(recipe.data)["xnli"]
         languages = np.array([lang for lang, d in evals.items() for _ in range(len(d))])
-        from datasets import concatenate_datasets
-
-        eval_ds = concatenate_datasets([dataset(d) for d in evals.values()])
+        eval_ds = concatenate_datasets([trainer_dataset(tok, d, recipe.model.max_length) for d in evals.values()])
         model_cfg = recipe.model
 
         def model_init(trial=None):
@@ -118,11 +110,7 @@ def main() -> None:
     recipe = small_recipe(args, data={"tasks": ["xnli"], "languages": list(XNLI_LANGUAGES)})
     result = {"scale": {k: getattr(args, k) for k in ("trials", "train_size", "per_language", "layers", "cpus", "repeats")}}
     sides = {"xling_ray": lambda: run_ours(recipe, args.trials), "peer": lambda: run_peer(recipe, args.trials, args.cpus)}
-    for r in range(args.repeats):
-        # ABBA order: the machine's load drifts, and neither side should always run first.
-        for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
-            result.setdefault(f"{side}_runs", []).append(sides[side]())
-            print(side, result[f"{side}_runs"][-1], flush=True)
+    abba(sides, args.repeats, result)
     for side in sides:
         runs = result[f"{side}_runs"]
         result[side] = {**min(runs, key=lambda x: x["best_gap"]), "wall_s": sum(x["wall_s"] for x in runs) / len(runs)}

@@ -10,16 +10,14 @@ script's flags); ``--set ITEM="--flag value ..."`` adds flags to one item.
 """
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import shlex
 import subprocess
 import sys
-
-import json
 from pathlib import Path
 
-from _common import BENCH, RESULTS_DIR, load
+from _common import BENCH, RESULTS_DIR, fmt, load, parser, table, verdict
 
 SCRIPTS = {"eval": "eval_speed.py", "overhead": "trial_overhead.py", "peer": "peer_search.py",
            "early": "early_stopping.py", "methods": "method_step_cost.py"}
@@ -51,14 +49,6 @@ def _head(title: str, script: str, result: dict) -> list[str]:
     return [f"## {title} (`bench/{script}`)", "", f"    {result['command']}", ""]
 
 
-def _fmt(x, spec=".2f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
-def _verdict(ok) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**missed**")
-
-
 def write_report(early: dict | None = None, path: Path | None = None) -> str:
     """RESULTS.md (or ``path``) from ``bench/results/*.json``; ``early``: item 4's results where they are
     not (yet) ``bench/results/early_stopping.json`` (``bench/early_stopping.py`` passes its own)."""
@@ -68,9 +58,9 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
     early = early if early is not None else load("early_stopping")
     evals = [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS_DIR.glob("eval*.json")) if p.stem != "eval_clock"]
     ev = evals[0][1] if evals else None
-    loads = [r["machine"]["load_1min_at_start"] for _, r in evals] + [
-        r["machine"]["load_1min_at_start"] for r in (ov, peer, early, methods) if r and "machine" in r] or [float("nan")]
-    machines = {r["machine"]["cpu"] + f", {r['machine']['cores']} cores" for r in (ev, ov, peer, early, methods)
+    loads = [r["machine"]["load_1min_at_start"] for r in [r for _, r in evals] + [ov, peer, early, methods]
+             if r and "machine" in r] or [float("nan")]
+    machines = {f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in (ev, ov, peer, early, methods)
                 if r and "machine" in r}
     out = ["# Benchmarks: the cost of a sweep", "",
            "Written by `python bench/run.py` from its own measurements (`bench/results/*.json`); do not edit by hand.", "",
@@ -96,27 +86,25 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
                    f"{s['per_language']} pairs per set, batch {s['batch_size']}) | >= 1.5x, equal accuracy | "
                    f"{ours['throughput_x_padded_trainer']:.2f}x ({ours['end_to_end_x_padded_trainer']:.2f}x with "
                    f"per-trial tokenisation); {ours['predictions_differing_from_padded_trainer']} of {ours['pairs']} "
-                   f"predictions differ (classes predicted: {len(ours['predicted_classes'])}) | {_verdict(ok)} |")
-        s = ev["scale"]
+                   f"predictions differ (classes predicted: {len(ours['predicted_classes'])}) | {verdict(ok)} |")
         sec = _head(f"1. Evaluation, {s.get('layers', 12)} layers, {s['per_language']} pairs per set", "eval_speed.py", ev) + [
                f"`bench/results/{name}.json`. Offline model ({s.get('layers', 12)} layers), classifier head seeded, {s['per_language']} pairs per language set x "
                f"{s['sets']} sets (XNLI 15 + PAWS-X 7) = {s['pairs']} pairs, max length {s['max_length']}, batch "
                f"{s['batch_size']}, {s['threads']} torch thread(s); mean pair length {s['mean_tokens']:.1f} tokens. "
-               "The three evaluators run set by set in turn (after an untimed warm-up), so load drift weighs on all.", "",
-               "| evaluator | tokenisation per trial (s) | forward passes (s) | pairs/s | x padded Trainer | end to end x padded Trainer | predictions differing from padded Trainer | max accuracy diff (points) |",
-               "|---|---|---|---|---|---|---|---|"]
-        for r in ev["rows"]:
-            sec.append(f"| {r['evaluator']} | {r['tokenise_s']:.2f} | {r['eval_s']:.1f} | {r['pairs_per_s']:.1f} | "
-                       f"{r['throughput_x_padded_trainer']:.2f} | {r['end_to_end_x_padded_trainer']:.2f} | "
-                       f"{r['predictions_differing_from_padded_trainer']} | {r['max_abs_accuracy_diff_vs_padded_trainer']:.2f} |")
-        tk = ev["tokenisation"]
+               "The three evaluators run set by set in turn (after an untimed warm-up), so load drift weighs on all.", ""]
+        sec += table(["evaluator", "tokenisation per trial (s)", "forward passes (s)", "pairs/s", "x padded Trainer",
+                      "end to end x padded Trainer", "predictions differing from padded Trainer",
+                      "max accuracy diff (points)"],
+                     [[r["evaluator"], f"{r['tokenise_s']:.2f}", f"{r['eval_s']:.1f}", f"{r['pairs_per_s']:.1f}",
+                       f"{r['throughput_x_padded_trainer']:.2f}", f"{r['end_to_end_x_padded_trainer']:.2f}",
+                       r["predictions_differing_from_padded_trainer"],
+                       f"{r['max_abs_accuracy_diff_vs_padded_trainer']:.2f}"] for r in ev["rows"]])
+        tk, full = ev["tokenisation"], ev.get("full_tokenisation")
         sec += ["", f"Tokenisation of these sets: {tk['no_cache_s']:.2f} s without the cache, {tk['cold_cache_s']:.2f} s "
                 f"filling it (the sweep's first trial), {tk['warm_cache_s']:.3f} s reading it (every later trial). "
-                + (f"The full validation sets ({ev['full_tokenisation']['pairs']} pairs): "
-                   f"{ev['full_tokenisation']['no_cache_s']:.1f} s to tokenise, "
-                   f"{ev['full_tokenisation']['cold_cache_s']:.1f} s to fill the cache, "
-                   f"{ev['full_tokenisation']['warm_cache_s']:.2f} s to read it: what each trial after the first saves. "
-                   if ev.get("full_tokenisation") else "") +
+                + (f"The full validation sets ({full['pairs']} pairs): {full['no_cache_s']:.1f} s to tokenise, "
+                   f"{full['cold_cache_s']:.1f} s to fill the cache, {full['warm_cache_s']:.2f} s to read it: what each "
+                   "trial after the first saves. " if full else "") +
                 "Against the dynamic-padding Trainer (the Trainer's "
                 f"default collator) ours is {ours['pairs_per_s'] / dyn['pairs_per_s']:.2f}x: most of the gain over "
                 "the padded loop is not padding to `max_length`, which dynamic padding also avoids; sorting by length "
@@ -147,7 +135,7 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
             if side in ov:
                 other = steady_overhead(side)
                 line += f"; {label}: {other:.1f} s (ours takes {mean_ours / other:.2f}x its time)"
-        out.append(line + f" | {_verdict(share <= 0.05)} |")
+        out.append(line + f" | {verdict(share <= 0.05)} |")
         s = ov["scale"]
         sec = _head("2. Per-trial overhead", "trial_overhead.py", ov) + [
                f"A local sweep of {s['trials']} trials of the quickstart recipe (offline model, {s['layers']} layers, "
@@ -162,13 +150,11 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
         runs = [(name, r) for name in labels for r in ov.get(f"{name}_runs", [ov[name]] if name in ov else [])]
         for name, r in runs:
             sec += [f"**{labels[name]}** "
-                    f"(sweep wall time {r['wall_s']:.0f} s; after the last trial {r['after_last_trial_s']:.1f} s)", "",
-                    "| trial | previous end -> trial process entered (s) | entered -> first step (s) | overhead (s) | trial (s) |",
-                    "|---|---|---|---|---|"]
-            for t in r["trials"]:
-                sec.append(f"| {t['trial']} | {t['since_previous_exit_to_enter_s']:.1f} | {t['enter_to_first_step_s']:.1f} | "
-                           f"{t['overhead_s']:.1f} | {t['trial_s']:.1f} |")
-            sec.append("")
+                    f"(sweep wall time {r['wall_s']:.0f} s; after the last trial {r['after_last_trial_s']:.1f} s)", ""]
+            sec += table(["trial", "previous end -> trial process entered (s)", "entered -> first step (s)",
+                          "overhead (s)", "trial (s)"],
+                         [[t["trial"]] + [f"{t[k]:.1f}" for k in ("since_previous_exit_to_enter_s", "enter_to_first_step_s",
+                                                                  "overhead_s", "trial_s")] for t in r["trials"]]) + [""]
         sec += ["Trial 1's \"previous end\" is the sweep's start, so its first column includes starting Ray. "
                 "\"Entered -> first step\" is the loop's own set-up: the tokenizer (read once per process), two "
                 "models (one per task; safetensors are memory-mapped, so a warm read is ~0.1 s), the evaluation and "
@@ -189,27 +175,26 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
         # A model that predicts one class for every pair has a gap of exactly 0 (the languages share ids and
         # labels), and a gap of 0 is hard to beat: when that is the best on both sides, the gap half says nothing.
         nothing_learned = ours["best_gap"] == 0.0 and theirs["best_gap"] == 0.0
-        verdict = (f"wall time {_verdict(ours['wall_s'] < theirs['wall_s'])}"
-                   f"{' (within the run-to-run spread)' if overlap else ''}; gap "
-                   + ("**not shown** (both sides' best is a model that predicts one class: gap exactly 0)" if nothing_learned
-                      else _verdict(ours["best_gap"] <= theirs["best_gap"])))
+        said = (f"wall time {verdict(ours['wall_s'] < theirs['wall_s'])}"
+                f"{' (within the run-to-run spread)' if overlap else ''}; gap "
+                + ("**not shown** (both sides' best is a model that predicts one class: gap exactly 0)" if nothing_learned
+                   else verdict(ours["best_gap"] <= theirs["best_gap"])))
         out.append(f"| 3 | sweep vs `Trainer.hyperparameter_search(backend=\"ray\")`, same space and budget | less wall "
                    f"time, equal or better gap | mean wall: ours takes {sum(ow) / len(ow) / (sum(pw) / len(pw)):.2f}x the "
-                   f"peer's; best gap {ours['best_gap']:.2f} vs {theirs['best_gap']:.2f} | {verdict} |")
+                   f"peer's; best gap {ours['best_gap']:.2f} vs {theirs['best_gap']:.2f} | {said} |")
         s = peer["scale"]
         sec = _head("3. Against the peer", "peer_search.py", peer) + [
                f"XNLI only (a Trainer fine-tunes one model), 15 languages, {s['per_language']} pairs each (the same ids "
                f"on both sides), {s['train_size']} English pairs, one epoch, offline model cut to {s['layers']} layers, "
                f"frozen word embeddings, length 64; {s['trials']} trials, one at a time, {s['cpus']} CPU each; the "
                "quickstart's space; Optuna TPE with seed 0 on both sides. Each side ran "
-               f"{s.get('repeats', 1)} time(s), in ABBA order.", "",
-               "| | wall time (s) | best gap | its acc_en | its configuration | gaps of all trials |",
-               "|---|---|---|---|---|---|"]
-        for name, r in [("xling-ray sweep", x) for x in peer.get("xling_ray_runs", [ours])] + \
-                       [("Trainer.hyperparameter_search", x) for x in peer.get("peer_runs", [theirs])]:
-            cfg = ", ".join(f"{k}={v:.3g}" for k, v in r["best_config"].items() if not k.startswith("__"))
-            sec.append(f"| {name} | {r['wall_s']:.0f} | {r['best_gap']:.2f} | {_fmt(r['best_acc_en'])} | {cfg} | "
-                       f"{', '.join(_fmt(g) for g in r['gaps'])} |")
+               f"{s.get('repeats', 1)} time(s), in ABBA order.", ""]
+        runs = [("xling-ray sweep", x) for x in peer.get("xling_ray_runs", [ours])] + \
+               [("Trainer.hyperparameter_search", x) for x in peer.get("peer_runs", [theirs])]
+        sec += table(["", "wall time (s)", "best gap", "its acc_en", "its configuration", "gaps of all trials"], [
+            [name, f"{r['wall_s']:.0f}", f"{r['best_gap']:.2f}", fmt(r["best_acc_en"]),
+             ", ".join(f"{k}={v:.3g}" for k, v in r["best_config"].items() if not k.startswith("__")),
+             ", ".join(fmt(g) for g in r["gaps"])] for name, r in runs])
         sec += ["", f"Best gaps {ours['best_gap']:.2f} (ours) and {theirs['best_gap']:.2f} (peer). " + (
                 f"The sides' wall times overlap (ours {min(ow):.0f}-{max(ow):.0f} s, peer {min(pw):.0f}-{max(pw):.0f} s): "
                 "at this size the difference is within the run-to-run spread of this machine. " if overlap else "")
@@ -235,15 +220,14 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
     if methods:
         worst = max(r["x_baseline"] for r in methods["rows"] if r["baseline"])
         out.append(f"| 5 | regularizer step time over the step with the same encoder passes | <= 1.1x | worst {worst:.3f}x | "
-                   f"{_verdict(worst <= 1.1)} |")
+                   f"{verdict(worst <= 1.1)} |")
         s = methods["scale"]
         sec = _head("5. Regularizer cost", "method_step_cost.py", methods) + [
                f"Offline model cut to {s['layers']} layers, frozen word embeddings, no attention dropout, length "
-               f"{s['max_length']}, batch {s['batch_size']}, {s['torch_threads']} thread(s), median of {s['steps']} steps.", "",
-               "| step | seconds | x plain CE | x its baseline |", "|---|---|---|---|"]
-        for r in methods["rows"]:
-            sec.append(f"| {r['step']} | {r['seconds']:.2f} | {r['x_plain']:.2f} | "
-                       f"{'(baseline)' if not r['baseline'] else format(r['x_baseline'], '.3f')} |")
+               f"{s['max_length']}, batch {s['batch_size']}, {s['torch_threads']} thread(s), median of {s['steps']} steps.", ""]
+        sec += table(["step", "seconds", "x plain CE", "x its baseline"], [
+            [r["step"], f"{r['seconds']:.2f}", f"{r['x_plain']:.2f}",
+             f"{r['x_baseline']:.3f}" if r["baseline"] else "(baseline)"] for r in methods["rows"]])
         sections.append("\n".join(sec + [""]))
 
     if ov:
@@ -253,24 +237,23 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
         growth = peaks[-1] - peaks[0]
         out.append(f"| 6 | peak RSS: a trial / the whole local sweep; growth across trials | no growth | trial "
                    f"{max(peaks):.0f} MB, sweep {o['sweep_tree_peak_rss_mb']:.0f} MB; trial peak growth "
-                   f"{growth:+.0f} MB over {len(peaks)} trials | {_verdict(growth <= 0.05 * peaks[0])} |")
+                   f"{growth:+.0f} MB over {len(peaks)} trials | {verdict(growth <= 0.05 * peaks[0])} |")
         sec = ["## 6. Memory (from the item-2 sweep, ours)", "",
                "Peak RSS of each trial's process (`getrusage`), and the sum of the RSS of the driver and all its "
                "descendants (Ray's daemons, the trial actors), sampled every 0.5 s; shared pages count once per "
-               "process, so the sum overstates it.", "",
-               "| trial | trial process RSS at its start (MB) | trial process peak RSS (MB) | sweep peak RSS during the trial (MB) | sweep RSS at the trial's end (MB) |",
-               "|---|---|---|---|---|"]
-        for t in o["trials"]:
-            sec.append(f"| {t['trial']} | {_fmt(t.get('trial_process_rss_at_enter_mb'), '.0f')} | "
-                       f"{t['trial_process_peak_rss_mb']:.0f} | {_fmt(t['sweep_tree_peak_rss_mb_in_window'], '.0f')} | "
-                       f"{_fmt(t['sweep_tree_rss_mb_at_exit'], '.0f')} |")
+               "process, so the sum overstates it.", ""]
+        sec += table(["trial", "trial process RSS at its start (MB)", "trial process peak RSS (MB)",
+                      "sweep peak RSS during the trial (MB)", "sweep RSS at the trial's end (MB)"],
+                     [[t["trial"]] + [fmt(t.get(k), ".0f") for k in ("trial_process_rss_at_enter_mb", "trial_process_peak_rss_mb",
+                                                                    "sweep_tree_peak_rss_mb_in_window", "sweep_tree_rss_mb_at_exit")]
+                      for t in o["trials"]])
         sec += ["", f"Whole sweep peak: {o['sweep_tree_peak_rss_mb']:.0f} MB. The trials run one after another in "
                 "the same reused process, whose peak RSS is a running maximum: a later trial that held more than "
                 "the first would raise it, so the growth above is what a leak across trials would show. A trial "
                 "hands its memory back when it ends (`gc.collect()` and glibc's `malloc_trim`): each trial runs in a "
                 "new thread of the reused actor, and without the trim glibc keeps the memory a finished thread "
                 "freed in that thread's arena, so the process grew with every trial. Sweep RSS "
-                f"at trial ends: {', '.join(_fmt(x, '.0f') for x in at_exit)} MB.", ""]
+                f"at trial ends: {', '.join(fmt(x, '.0f') for x in at_exit)} MB.", ""]
         sections.append("\n".join(sec))
 
     missing = [k for k, r in zip(("eval", "overhead", "peer", "early stopping (item 4)", "methods"),
@@ -283,8 +266,7 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p = parser(__doc__)
     p.add_argument("--only", default=",".join(SCRIPTS), help=f"comma-separated items of {list(SCRIPTS)}")
     p.add_argument("--scale", choices=list(SCALES), default="small")
     p.add_argument("--set", action="append", default=[], metavar='ITEM="--flag value"', help="extra flags for one item")

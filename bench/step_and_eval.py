@@ -8,17 +8,11 @@ setting (frozen, length 64) and a 6-layer cut of it. Numbers depend on the machi
 """
 from __future__ import annotations
 
-import platform
-import time
-
-import torch
-
-from _common import median_step_seconds, parser, step_batches
+from _common import eval_seconds, machine, median_step_seconds, parser, step_batches
 from xling_ray.config import ALL_LANGUAGES, DataConfig, LossConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.data.batches import encode
 from xling_ray.models import load_model, load_tokenizer
-from xling_ray.train.evaluate import evaluate
 
 
 def time_step(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int, repeats: int) -> float:
@@ -37,9 +31,7 @@ def time_eval(model_cfg: ModelConfig, data_cfg: DataConfig, batch_size: int) -> 
         model = load_model(model_cfg, num_labels=get_benchmark(task).num_labels)
         enc = {lang: encode(tok, d, model_cfg.max_length) for lang, d in per_lang.items()}
         n += sum(len(e) for e in enc.values())
-        t0 = time.perf_counter()
-        evaluate(model, enc, batch_size, tok.pad_token_id, torch.device("cpu"))
-        total += time.perf_counter() - t0
+        total += eval_seconds(model, enc, batch_size, tok.pad_token_id)
     return total, n
 
 
@@ -59,8 +51,8 @@ def main() -> None:
         "quickstart (frozen, length 64)": ModelConfig(freeze_word_embeddings=True, max_length=64),
         "6 layers, frozen, length 64": ModelConfig(num_layers=6, freeze_word_embeddings=True, max_length=64),
     }
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}")
+    m = machine()
+    print(f"machine: {m['cpu']}, torch threads {m['torch_threads']}, torch {m['torch']}")
     print(f"| setting | train step, batch {args.batch_size} (s) | 17-language eval (s) | eval pairs | eval pairs/s |")
     print("|---|---|---|---|---|")
     for name, m in settings.items():

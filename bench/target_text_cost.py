@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from _common import median_step_seconds, parser, step_batches
+from _common import median_step_seconds, parser, step_batches, table
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig, RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.data.batches import encode
@@ -83,13 +83,10 @@ def main() -> None:
     batches = step_batches(train, 16, args.steps + 1, tok.pad_token_id)
     step_rows = [(name, median_step_seconds(model, batches, losses, state)) for name, losses in variants.items()]
     print(f"offline model, frozen word embeddings, length 64, torch threads {torch.get_num_threads()}")
-    print("| preparation (once per task and trial) | seconds |\n|---|---|")
-    for name, t in rows:
-        print(f"| {name} | {t:.1f} |")
+    print("\n".join(table(["preparation (once per task and trial)", "seconds"], [[name, f"{t:.1f}"] for name, t in rows])))
     plain = step_rows[0][1]
-    print("\n| training step, batch 16 | seconds | x plain |\n|---|---|---|")
-    for name, t in step_rows:
-        print(f"| {name} | {t:.2f} | {t / plain:.2f} |")
+    print("\n" + "\n".join(table(["training step, batch 16", "seconds", "x plain"],
+                                  [[name, f"{t:.2f}", f"{t / plain:.2f}"] for name, t in step_rows])))
 
 
 if __name__ == "__main__":

@@ -22,17 +22,17 @@ the driver and all its descendant processes (Ray's daemons and trial actors) eve
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 
 from ray import cloudpickle
 
-from _common import parser, save, small_recipe
+from _common import Sampler, abba, parser, save, small_recipe
 from xling_ray.config import RecipeConfig
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import bench/
@@ -92,30 +92,21 @@ def make_trainable(path: str, through_ray_train: bool):
     return timed_trial
 
 
-class RssSampler(threading.Thread):
-    """Sum of the RSS of this process and all its descendants, every ``period`` seconds."""
+class RssSampler(Sampler):
+    """Sum of the RSS of this process and all its descendants, every 0.5 s: ``samples`` of (time, MB)."""
 
-    def __init__(self, period: float = 0.5):
-        super().__init__(daemon=True)
-        self.period, self.samples, self._stop_event = period, [], threading.Event()
+    def __init__(self):
+        super().__init__()
+        self.samples: list[tuple[float, float]] = []
 
-    def run(self):
+    def sample(self) -> None:
         import psutil
 
-        me = psutil.Process()
-        while not self._stop_event.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.samples.append((time.time(), total / 2**20))
-            self._stop_event.wait(self.period)
-
-    def stop(self):
-        self._stop_event.set()
-        self.join()
+        total = 0
+        for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        self.samples.append((time.time(), total / 2**20))
 
 
 def forget_encodings(recipe: RecipeConfig) -> None:
@@ -147,32 +138,29 @@ def run(space, through_ray_train: bool, reuse_actors: bool = True) -> dict:
     if through_ray_train:
         # The driver's resource request: a token for the trial, the worker group asks for its own.
         sweep.trial_resources = lambda r: {"cpu": 0, "memory": 1}
-    sampler = RssSampler()
-    sampler.start()
-    start = time.time()
-    try:
-        with tempfile.TemporaryDirectory() as storage:
-            sweep.run_sweep(space, storage=storage, name="overhead", verbose=0)
-    finally:
-        end = time.time()
-        sampler.stop()
-        sweep.run_trial, trainable.uses_ray_train = original_run, original_uses
-        sweep.trial_resources = trainable.trial_resources
-        tune.TuneConfig = tune_config
-        assert not ray.is_initialized()
+    with RssSampler() as sampler:
+        start = time.time()
+        try:
+            with tempfile.TemporaryDirectory() as storage:
+                sweep.run_sweep(space, storage=storage, name="overhead", verbose=0)
+        finally:
+            end = time.time()
+            sweep.run_trial, trainable.uses_ray_train = original_run, original_uses
+            sweep.trial_resources = trainable.trial_resources
+            tune.TuneConfig = tune_config
+            assert not ray.is_initialized()
     log = [json.loads(line) for line in open(events)]
     os.unlink(events)
-    trials = []
-    for e in log:
+    by_id: dict[str, dict] = {}
+    for e in log:  # a trial's events, in the order its process wrote them
+        t = by_id.setdefault(e["trial"], {})
         if e["event"] == "enter":
-            trials.append({"trial": e["trial"], "enter": e["t"], "rss_at_enter_mb": e["rss_mb"]})
-    by_id = {t["trial"]: t for t in trials}
-    for e in log:
-        if e["event"] == "first_step":
-            by_id[e["trial"]].setdefault("first_step", e["t"])
-        elif e["event"] == "exit":
-            by_id[e["trial"]].update(exit=e["t"], maxrss_mb=e["maxrss_mb"], rss_at_exit_mb=e["rss_mb"])
-    trials.sort(key=lambda t: t["enter"])
+            t.update(enter=e["t"], rss_at_enter_mb=e["rss_mb"])
+        elif e["event"] == "first_step":
+            t.setdefault("first_step", e["t"])
+        else:
+            t.update(exit=e["t"], maxrss_mb=e["maxrss_mb"], rss_at_exit_mb=e["rss_mb"])
+    trials = sorted(by_id.values(), key=lambda t: t["enter"])
     previous = start
     rows = []
     for k, t in enumerate(trials):
@@ -215,12 +203,8 @@ def main() -> None:
     result = {"scale": {"repeats": args.repeats, "trials": args.trials, "train_size": args.train_size, "per_language": args.per_language,
                         "layers": args.layers or 12, "max_length": 64, "cpus_per_trial": args.cpus}}
     sides = ["ours", "ours_fresh"] + ([] if args.skip_ray_train else ["ray_train"])
-    for r in range(args.repeats):
-        # ABBA order: the machine's load drifts, and no side should always run first.
-        for side in sides if r % 2 == 0 else sides[::-1]:
-            out = run(space, through_ray_train=side == "ray_train", reuse_actors=side != "ours_fresh")
-            result.setdefault(f"{side}_runs", []).append(out)
-            print(side, json.dumps(out, indent=1), flush=True)
+    abba({side: lambda side=side: run(space, through_ray_train=side == "ray_train", reuse_actors=side != "ours_fresh")
+          for side in sides}, args.repeats, result)
     for side in sides:
         result[side] = result[f"{side}_runs"][0]
     save("overhead", result)

@@ -1,4 +1,4 @@
-"""What the GPU bundle's run and its worker processes share: sizes and budgets (:class:`Profile`),
+"""What the GPU bundle's scripts share: sizes and budgets (:class:`Profile`),
 the log, worker processes, the GPU memory sampler, and the run's context (where the bundle, the
 data and the model are, and what every recipe of the run sets)."""
 from __future__ import annotations
@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ for _p in (str(HERE), str(HERE.parent), str(REPO)):  # the bundle, bench/ (its _
         sys.path.insert(0, _p)
 
 import kit  # noqa: E402  (numpy and the standard library only)
-from _common import TINY  # noqa: E402  (a dry run's tiny random model, over the pruned vocabulary)
+from _common import TINY, Sampler, write_json  # noqa: E402,F401  (TINY: a dry run's tiny random model, over the pruned vocabulary)
 
 #: Every worker started, so that the run ends them all whatever happens (run.main).
 STARTED: list[subprocess.Popen] = []
-
 
 
 class Profile:
@@ -53,12 +51,9 @@ class Profile:
         self.b_seeds = 1 if dry else 3
         self.b_procs = 2 if dry else 8
         self.b_eval_batch = 64 if dry else 256
-        # c
-        self.c_batch = 8 if dry else 32
-        self.c_length = 48 if dry else 128
-        self.c_warmup, self.c_steps = (1, 2) if dry else (3, 20)
-        self.c_eval_per_language = 12 if dry else 500
-        self.c_eval_batch = 64 if dry else 256
+        # c: training batch and its most tokens, steps timed after the warm-up ones; evaluation pairs per language, batch
+        self.c = (dict(batch=8, length=48, warmup=1, steps=2, eval_per_language=12, eval_batch=64) if dry else
+                  dict(batch=32, length=128, warmup=3, steps=20, eval_per_language=500, eval_batch=256))
 
 # ------------------------------------------------------------------------- small helpers
 
@@ -72,11 +67,13 @@ def use_site(site: str) -> None:
 
 
 class Log:
-    def __init__(self, path: Path | None):
-        self.path = path
+    """Timestamped lines on stdout and, with a ``path``, in that file."""
+
+    def __init__(self, path: Path | None, name: str = "gpu-kit"):
+        self.path, self.name = path, name
 
     def __call__(self, text: str) -> None:
-        line = f"[gpu-kit {time.strftime('%H:%M:%S')}] {text}"
+        line = f"[{self.name} {time.strftime('%H:%M:%S')}] {text}"
         print(line, flush=True)
         if self.path:
             with open(self.path, "a") as f:
@@ -91,12 +88,6 @@ class Log:
         with open(self.path, "ab") as f:
             f.write(f"\n----- {title} ({len(data)} bytes{', last ' + str(limit) if len(data) > limit else ''}) -----\n".encode())
             f.write(cut + b"\n")
-
-
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -140,43 +131,31 @@ def nvidia_smi(*query: str) -> str | None:
         return None
 
 
-class GpuSampler:
-    """The GPU's used memory (nvidia-smi, every 0.5 s) while a phase runs: the peak and, where the
-    driver lists them, each process's."""
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal a worker's process group (the worker and what it started)."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, sig)
+
+
+class GpuSampler(Sampler):
+    """The GPU's used memory (nvidia-smi, every 0.5 s; nothing without it) while a phase runs: the peak
+    and, where the driver lists them, each process's."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.peak_mib: float | None = None
         self.per_process_peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self):
-        if shutil.which("nvidia-smi"):
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            used = nvidia_smi("--query-gpu=memory.used", "--format=csv,noheader,nounits")
+    def sample(self) -> None:
+        used = nvidia_smi("--query-gpu=memory.used", "--format=csv,noheader,nounits")
+        with contextlib.suppress(ValueError):
             if used:
-                try:
-                    value = float(used.splitlines()[0])
-                    self.peak_mib = max(self.peak_mib or 0.0, value)
-                except ValueError:
-                    pass
-            apps = nvidia_smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
-            for line in (apps or "").splitlines():
-                try:
-                    pid, mem = (x.strip() for x in line.split(","))
-                    self.per_process_peak[pid] = max(self.per_process_peak.get(pid, 0.0), float(mem))
-                except ValueError:
-                    pass
-            self._stop.wait(0.5)
+                self.peak_mib = max(self.peak_mib or 0.0, float(used.splitlines()[0]))
+        apps = nvidia_smi("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
+        for line in (apps or "").splitlines():
+            with contextlib.suppress(ValueError):
+                pid, mem = (x.strip() for x in line.split(","))
+                self.per_process_peak[pid] = max(self.per_process_peak.get(pid, 0.0), float(mem))
 
 
 class Workers:
@@ -215,19 +194,13 @@ class Workers:
     def kill_all(self, why: str) -> list[tuple[subprocess.Popen, str, Any]]:
         for p, _, n, _ in self.running:
             self.ctx.log(f"killing {n}: {why}")
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except OSError:
-                pass
+            kill_group(p, signal.SIGTERM)
         t = time.time()
         while any(p.poll() is None for p, *_ in self.running) and time.time() - t < 10:
             time.sleep(0.2)
         for p, *_ in self.running:
             if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+                kill_group(p)
                 p.wait()
         return self.reap()
 
@@ -291,7 +264,3 @@ def load_space(name: str, budget: str | None = None):
     from xling_ray.tune.space import load_search_space
 
     return load_search_space(REPO / "search_spaces" / f"{name}.yaml", budget=budget)
-
-
-def quickstart_recipe(ctx: Context):
-    return load_space("quickstart").recipe.with_updates(ctx.recipe_updates())

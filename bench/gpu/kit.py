@@ -21,6 +21,7 @@ through its local session (:class:`xling_ray.train.LocalSession`), not Ray Tune 
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import subprocess
@@ -197,10 +198,8 @@ def tree_bytes(repo: Path = REPO) -> int:
                          capture_output=True, check=True).stdout.decode()
     total = 0
     for rel in {p for p in out.split("\0") if p}:
-        try:
-            total += (repo / rel).stat().st_size  # a deleted tracked file is not copied
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # a deleted tracked file is not copied
+            total += (repo / rel).stat().st_size
     return total
 
 

