@@ -34,6 +34,14 @@ def mid_epoch_evaluations(examples_per_round: list[int], every: int) -> int:
     return count
 
 
+def examples_per_round(recipe) -> list[int]:
+    """Training examples of each round of an epoch, summed over tasks: a batch of each task per round, as
+    many rounds as the task with the most pairs needs (a task with fewer is done before the last)."""
+    batch, sizes = recipe.train.batch_size, [recipe.data.train_size_of(t) for t in recipe.data.tasks]
+    rounds = max(-(-n // batch) for n in sizes)
+    return [sum(max(0, min(batch, n - r * batch)) for n in sizes) for r in range(rounds)]
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--space", default="search_spaces/quickstart.yaml")
@@ -56,9 +64,7 @@ def main() -> None:
         best = [min(eval_seconds(model, s, recipe.train.eval_batch_size, tok.pad_token_id, autocast=autocast)
                     for _ in range(args.repeats)) for s in (enc, quick)]  # the full sets, then the subset
         full_s, subset_s = full_s + best[0], subset_s + best[1]
-    batch, train_size = recipe.train.batch_size, recipe.data.train_size
-    rounds = -(-train_size // batch)
-    per_round = [sum(min(batch, train_size - r * batch) for _ in recipe.data.tasks) for r in range(rounds)]
+    per_round = examples_per_round(recipe)
     every = recipe.train.eval_every_examples
     mids = mid_epoch_evaluations(per_round, every) * recipe.train.epochs if every else 0
     trials = space.sweep.num_samples * space.sweep.seeds
