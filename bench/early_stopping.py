@@ -5,9 +5,9 @@
     python bench/early_stopping.py --data-dir ../shared/data --smoke    # the same pipeline on a tiny random model
 
 For each sampler seed, the quickstart space (``search_spaces/quickstart.yaml``, its recipe as shipped:
-2,000 English pairs per task, one epoch, an evaluation every 1,000 pairs on 30 pairs per language)
+4,000 English XNLI pairs and 2,000 PAWS-X, one epoch, an evaluation every 1,500 pairs on 30 pairs per language)
 runs twice through xling-ray's own sweep (:func:`xling_ray.tune.sweep.run_sweep`): FIFO, and
-seed-group ASHA (``sweep.scheduler.type: asha``: rungs at 1,000 and 2,000 of the 4,000 pairs,
+seed-group ASHA (``sweep.scheduler.type: asha``: rungs at 1,500 and 3,000 of the 6,000 pairs,
 ``--reduction-factor``), each with ``--num-samples`` configurations of ``--seeds`` seeds and
 ``sweep.max_concurrent_trials`` = seeds, so that the configurations run one after another in the
 order Optuna suggested them. TPE's first ``n_startup_trials`` (10) configurations are random and
@@ -195,7 +195,7 @@ def item_four(result: dict[str, Any] | None) -> tuple[str, str]:
             "## 4. Early stopping (`bench/early_stopping.py`)", "",
             f"Not measured yet. `{command}` runs the quickstart space (its recipe as shipped) with FIFO and with "
             "seed-group ASHA (`sweep.scheduler.type: asha`, a configuration's seeds judged together at rungs of "
-            "1,000 and 2,000 training pairs), 6 configurations of 2 seeds each, at sampler seeds 0 and 1, and counts "
+            "1,500 and 3,000 training pairs), 6 configurations of 2 seeds each, at sampler seeds 0 and 1, and counts "
             "the training examples and trial seconds each spends until a configuration that trained to its end comes "
             "within 0.5 gap points of FIFO's best (estimated at about 3 hours on 2 CPU cores from the quickstart's 4 "
             "minutes a trial). The earlier item 4, ASHA on the epoch clock against a 6-point grid "

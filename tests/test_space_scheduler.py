@@ -16,7 +16,7 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 def test_the_clock_is_training_examples_and_a_space_says_what_is_wrong():
     assert SchedulerConfig(type="asha", reduction_factor=3).milestones(1000, 9000) == [1000, 3000]
     quick = load_search_space(SPACES / "quickstart.yaml", {"sweep.scheduler.type": "asha"})
-    assert quick.asha_clock() == (1000, 4000)  # grace: train.eval_every_examples; max_t: 1 epoch x 2 tasks x 2000
+    assert quick.asha_clock() == (1500, 6000)  # grace: train.eval_every_examples; max_t: 1 epoch x (4,000 + 2,000)
     # A method space (3 seeds, one epoch evaluated at its end only) runs with asha once it evaluates mid-epoch.
     with pytest.raises(ConfigError, match="evaluated only at the end of its 1 epoch.*train.eval_every_examples"):
         load_search_space(SPACES / "xlinglearn.yaml", {"sweep.scheduler.type": "asha"})
