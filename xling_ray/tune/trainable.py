@@ -67,7 +67,13 @@ def run_trial(config: dict[str, Any], recipe: dict[str, Any]) -> None:
     """Tune function trainable: ``config`` holds the sampled dotted settings.
 
     Sweeps reuse a trial's process for the next trial (``reuse_actors``), so a trial
-    hands its memory back when it ends (:func:`~xling_ray.train.memory.release_memory`)."""
+    hands its memory back when it ends (:func:`~xling_ray.train.memory.release_memory`).
+    A trial stopped early (ASHA) ends at its next report, and Tune reuses its process only if
+    that happens within ``TUNE_FUNCTION_THREAD_TIMEOUT_S`` (Tune's default: 2 s; read by
+    ``FunctionTrainable.reset_config`` in this process); a step or evaluation can take longer
+    on a busy machine, and the next trial would then fail ("Could not re-use actor"). So this
+    process waits up to a minute, unless the user set it."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     r = trial_recipe(RecipeConfig.model_validate(recipe), config)
     try:
         _run(r)
