@@ -72,4 +72,4 @@ def test_every_shipped_space_says_in_its_comment_whether_it_stops_early():
 def test_a_trial_of_per_task_sizes_is_their_sum_in_examples():
     space = load_search_space(SPACES / "quickstart.yaml", {
         "sweep.scheduler.type": "asha", "recipe.data.train_size": {"xnli": 2000, "pawsx": 4000}})
-    assert space.trial_examples() == 6000 and space.asha_clock() == (1000, 6000)
+    assert space.trial_examples() == 6000 and space.asha_clock() == (1500, 6000)
