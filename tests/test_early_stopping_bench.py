@@ -14,7 +14,7 @@ _spec.loader.exec_module(bench)
 def _config(config_id, gap, status="TERMINATED", examples=8000, seconds=480.0, collapsed=False, stopped_at=""):
     return {"config_id": config_id, "rank": 1, "status": status, "stopped_at": stopped_at, "gap": gap, "acc_en": 55.0,
             "collapsed": collapsed, "feasible": True, "seeds": 2, "examples": examples, "seconds": seconds,
-            "settings": {"train.lr": 1e-4}}
+            "settings": {"train.lr": {"a": 1e-4, "b": 2e-4, "z": 5e-4, "c": 3e-5}[config_id]}}
 
 
 def _result() -> dict:
@@ -37,6 +37,18 @@ def test_compute_to_come_within_the_tolerance_of_fifos_best():
     assert row["fifo"] == {"configurations": 4, "examples": 32000.0, "seconds": 1920.0, "config_id": "c"}
     assert row["asha"] == {"configurations": 4, "examples": 14000.0, "seconds": 780.0, "config_id": "c"}
     assert row["examples_share"] == 14000 / 32000 and row["stopped"] == 3
+    assert row["asha_best_gap"] == 3.2 and row["same_best"] is True  # the same settings, c, are each run's best
+
+
+def test_the_goal_is_40_percent_of_fifos_examples_at_every_sampler_seed():
+    result = _result()
+    result["scale"]["sampler_seeds"] = [0]
+    row, _ = bench.item_four(result)
+    assert row.endswith("| **missed** |")  # 44 % > 40 %
+    result["runs"]["asha-seed0"]["configs"][-1]["examples"] = 4000  # 2,000 x 3 + 4,000 = 10,000 of 32,000: 31 %
+    row, _ = bench.item_four(result)
+    assert "seed 0: 31 % of FIFO's training examples" in row and "ASHA's best is FIFO's at 1 of 1" in row
+    assert row.endswith("| met |")
 
 
 def test_item_four_says_what_was_measured_and_what_was_not():
@@ -44,5 +56,6 @@ def test_item_four_says_what_was_measured_and_what_was_not():
     assert row.startswith("| 4 | FIFO vs seed-group ASHA") and "seed 0: 44 % of FIFO's training examples" in row
     assert row.endswith("| partial (sampler seed(s) [1] not run yet) |")
     assert "| asha-seed0 | a | train.lr=0.0001 | STOPPED | 1000 examples: gap 5.50 |" in section
+    assert "| 0 | 3.00 | 3.20 | yes | 4, 32000, 1920 | 4, 14000, 780 | 0.44, 0.41 |" in section
     row, section = bench.item_four(None)
     assert "not measured yet" in row and row.endswith("| n/a |") and section.startswith("## 4. Early stopping")
