@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -77,19 +78,22 @@ def abba(sides: dict[str, Callable[[], dict]], repeats: int, result: dict[str, A
             print(side, json.dumps(result[f"{side}_runs"][-1], indent=1, default=str), flush=True)
 
 
-def fmt(x, spec: str = ".2f") -> str:
-    """A page's cell: ``x`` formatted, or n/a."""
-    return "n/a" if x is None else format(x, spec)
+def fmt(x, spec: str = ".2f", missing: str = "n/a") -> str:
+    """A page's cell: a float formatted by ``spec``, anything else as it is, ``missing`` for None or NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return missing
+    return format(x, spec) if isinstance(x, float) else str(x)
 
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
 
 
-def table(header: list[str], rows) -> list[str]:
-    """A Markdown table's lines: the header (an empty heading is ``| |``), its rule, a line per row."""
+def table(header: list[str], rows, cell: Callable[[Any], str] = str) -> list[str]:
+    """A Markdown table's lines: the header (an empty heading is ``| |``), its rule, a line per row, each
+    cell written by ``cell``."""
     return ["|" + "|".join(f" {h} " if h else " " for h in header) + "|", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(map(str, row)) + " |" for row in rows]
+        "| " + " | ".join(map(cell, row)) + " |" for row in rows]
 
 
 class Stopwatch:
