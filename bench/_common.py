@@ -96,13 +96,11 @@ def table(header: list[str], rows, cell: Callable[[Any], str] = str) -> list[str
         "| " + " | ".join(map(cell, row)) + " |" for row in rows]
 
 
-class Stopwatch:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.s = time.perf_counter() - self.t0
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and the wall seconds it took."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
 class Sampler(threading.Thread):
@@ -214,9 +212,8 @@ def sweep_trials(space: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
     from xling_ray.tune.sweep import run_sweep
 
     with tempfile.TemporaryDirectory() as storage:
-        t0 = time.perf_counter()
-        run_dir = run_sweep(SearchSpace.model_validate(space), storage=storage, name="bench", verbose=0)
-        wall = time.perf_counter() - t0
+        run_dir, wall = timed(lambda: run_sweep(SearchSpace.model_validate(space), storage=storage, name="bench",
+                                                verbose=0))
         trials = sorted(ExperimentAnalysis(str(run_dir)).trials, key=lambda t: t.trial_id)
     return wall, [{**(t.last_result or {}), "config": {k: v for k, v in t.config.items() if not k.startswith("__")}}
                   for t in trials]

@@ -32,7 +32,7 @@ BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "results" / "learning"
 sys.path.insert(0, str(BENCH))
 
-from _common import machine  # noqa: E402
+from _common import machine, timed  # noqa: E402
 
 CURVE_LANGUAGES = ["en", "de", "zh"]
 EVAL_PAIRS = 300
@@ -391,9 +391,7 @@ def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
     if seeds > 1:
         cmd += ["--set", f"sweep.seeds={seeds}", "--num-samples", "1"]
     start_machine = machine()
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
+    _, wall = timed(lambda: subprocess.run(cmd, check=True))
     board = build_leaderboard(os.path.join(storage, "quick"))
     keep = ["config_id", "seeds", "acc_xnli_en", "acc_pawsx_en", "gap_xnli", "gap_xnli_std", "gap_pawsx", "gap",
             "acc_target", "collapsed", "train.lr", "train.warmup_ratio", "train.batch_size"]

@@ -10,11 +10,9 @@ adjustment against a plain step.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
-from _common import median_step_seconds, parser, step_batches, table
+from _common import median_step_seconds, parser, step_batches, table, timed
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig, RecipeConfig
 from xling_ray.data import get_benchmark, load_eval_sets, load_train_set
 from xling_ray.data.batches import encode
@@ -26,12 +24,6 @@ from xling_ray.methods.xite.prepare import prepare_xite
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.models.encode import encode_texts
 from xling_ray.tune.space import off_settings
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def main() -> None:
