@@ -1,6 +1,6 @@
 """Shared by the bench scripts: the command line, where results go (and their JSON), the machine, the
-clock, a sampling thread, the pages' cells and tables, and the small recipe and local sweep the Ray
-items run."""
+clock, a timestamped log, a sampling thread, the pages' cells, tables and paths, and the small recipe and
+local sweep the Ray items run."""
 from __future__ import annotations
 
 import argparse
@@ -101,6 +101,35 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+class Log:
+    """Timestamped lines on stdout and, with a ``path``, in that file."""
+
+    def __init__(self, path: Path | None, name: str = "gpu-kit"):
+        self.path, self.name = path, name
+
+    def __call__(self, text: str) -> None:
+        line = f"[{self.name} {time.strftime('%H:%M:%S')}] {text}"
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+    def attach(self, title: str, path: Path, limit: int = 200_000) -> None:
+        """Append a worker's log (its last ``limit`` bytes) under a title."""
+        if not self.path or not path.is_file():
+            return
+        data = path.read_bytes()
+        cut = data[-limit:]
+        with open(self.path, "ab") as f:
+            f.write(f"\n----- {title} ({len(data)} bytes{', last ' + str(limit) if len(data) > limit else ''}) -----\n".encode())
+            f.write(cut + b"\n")
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` as a page or a message names it: relative to the repository where it is inside it."""
+    return str(path.relative_to(BENCH.parent)) if path.is_relative_to(BENCH.parent) else str(path)
 
 
 class Sampler(threading.Thread):

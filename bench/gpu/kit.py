@@ -210,10 +210,3 @@ def folder_bytes(path: Path) -> int:
 def mib(n: int) -> float:
     return n / 2**20
 
-
-def rel_to_repo(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-

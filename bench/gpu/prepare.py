@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kit  # noqa: E402
 from common import Log  # noqa: E402  (it puts bench/ and the repository on sys.path)
+from _common import repo_relative  # noqa: E402
 
 log = Log(None, "prepare")
 
@@ -197,7 +198,7 @@ def prune_model(dest: Path, data_dir: Path) -> dict:
 
 
 def print_next_steps(out: Path, manifest: dict) -> None:
-    rel = kit.rel_to_repo(out)
+    rel = repo_relative(out)
     size = manifest["size"]
     cap = size.get("max_mib")
     print()

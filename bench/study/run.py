@@ -65,7 +65,7 @@ from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent))  # bench/, for _common
-from _common import TINY  # noqa: E402  (--smoke: the tiny random model and a few examples)
+from _common import TINY, Log, fmt, repo_relative  # noqa: E402  (TINY: --smoke's tiny random model)
 
 METHODS = ("xlinglearn", "ding2022", "xite", "adjustment", "continual")
 RUNS = ("plain", *METHODS)
@@ -268,8 +268,7 @@ def _record(storage: Path, stage: str, seconds: float) -> None:
     _log(f"{stage} done in {seconds / 60:.1f} min")
 
 
-def _log(text: str) -> None:
-    print(f"[study {time.strftime('%H:%M:%S')}] {text}", flush=True)
+_log = Log(None, "study")
 
 
 # ------------------------------------------------------------------ results
@@ -426,6 +425,7 @@ def write_results(results: Path, args) -> Path:
     budget = spaces[runs[0]]["recipe"] if runs else {}
     tasks = budget["data"]["tasks"] if runs else []
     shown = columns(tasks)
+    folder = repo_relative(results)  # as the page names it
 
     def pm(row, col):
         std = row.get(f"{col}_std", float("nan"))
@@ -435,7 +435,7 @@ def write_results(results: Path, args) -> Path:
         "# Study: which regularizers close the transfer gap",
         "",
         "Written by `python bench/study/run.py " + " ".join(a for a in sys.argv[1:])
-        + f"` on {time.strftime('%Y-%m-%d')} from `{_shown(results)}/`; the stages took {minutes:.0f} minutes of "
+        + f"` on {time.strftime('%Y-%m-%d')} from `{folder}/`; the stages took {minutes:.0f} minutes of "
         "wall time in all (2 CPU cores). No number below is typed by hand.",
         "",
     ]
@@ -584,13 +584,13 @@ def write_results(results: Path, args) -> Path:
             " The method's default configuration (the space's first `points_to_evaluate`)."
             if is_default(settings, space) else " Not the method's default configuration (found by the search).")
         lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(board)}{feasible}); "
-                     + (", ".join(f"`{k}` = {_fmt(v)}" for k, v in settings.items()) or "nothing searched")
-                     + f".{default}{_minutes(timings, m, len(board), len(trials[m]))} Files: `{_shown(results / m)}/`.")
+                     + (", ".join(f"`{k}` = {fmt(v, '.3g')}" for k, v in settings.items()) or "nothing searched")
+                     + f".{default}{_minutes(timings, m, len(board), len(trials[m]))} Files: `{folder}/{m}/`.")
     figures = _figures(results, runs, trials, finals)
     lines += ["", "## Figures", ""]
     lines += [f"![{alt}]({path.name})" for alt, path in figures.items()]
     lines += ["", "## Where each number comes from", "",
-              f"Every figure above is read from `{_shown(results)}/`, which keeps, for each run, the files its own "
+              f"Every figure above is read from `{folder}/`, which keeps, for each run, the files its own "
               "stages wrote: the search's leaderboards (`<run>/leaderboard.csv`, `leaderboard_trials.csv`; the search "
               "table and the configurations), the final's (`<run>/final_heldout_leaderboard*.csv`; the final and "
               "against-plain tables, the per-language accuracies and the figures) and the space as run "
@@ -613,14 +613,6 @@ def _minutes(timings: dict, run: str, configs: int, seeds: int) -> str:
             minutes = timings[f"{run}/{stage}"] / 60
             parts.append(f"{stage} {minutes:.0f} min for {n} {unit}{'s' if n != 1 else ''} ({minutes / n:.1f} a trial)")
     return f" Wall time: {'; '.join(parts)}." if parts else ""
-
-
-def _shown(path: Path) -> str:
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def is_default(settings: dict, space: dict) -> bool:
