@@ -442,8 +442,8 @@ def write_results(results: Path, args) -> Path:
     if pending:
         lines += [f"**Not run yet:** {', '.join(pending)} (the study resumes: the same command runs the rest). "
                   "The tables below hold the finished runs only.", ""]
+    out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     if not runs:
-        out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
         out.write_text("\n".join(lines) + "\n")
         return out
     model, data, train = budget["model"], budget["data"], budget["train"]
@@ -600,7 +600,6 @@ def write_results(results: Path, args) -> Path:
               "load. The run folders under `--storage` hold everything Tune wrote, and `xling-ray report RUN_DIR` "
               "draws their own figures; `xling-ray final <results>/<run> --heldout` retrains a run's finalist from "
               "the kept files alone."]
-    out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     out.write_text("\n".join(lines) + "\n")
     return out
 
