@@ -127,8 +127,7 @@ def section_a(a: dict | None) -> list[str]:
         for t in (a.get(phase) or {}).get("trials", []):
             s = t.get("settings", {})
             rows.append([phase, t.get("process"), t.get("config_index"),
-                         ", ".join(f"{k.split('.')[-1]} {v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]} {v}"
-                                   for k, v in s.items()),
+                         ", ".join(f"{k.split('.')[-1]} {fmt(v, '.3g')}" for k, v in s.items()),
                          t.get("status"), cell(t.get("seconds"), 1), cell(t.get("setup_s"), 1), cell(t.get("time_eval_s"), 1),
                          cell(t.get("gap")), cell(t.get("acc_en"), 1), cell(t.get("acc_target"), 1),
                          cell(t.get("peak_allocated_mib"), 0), t.get("error", "")[:120] if t.get("error") else ""])
