@@ -1,6 +1,6 @@
 """What the GPU bundle's scripts share: sizes and budgets (:class:`Profile`),
-the log (``_common.Log``), worker processes, the GPU memory sampler, and the run's context (where the bundle, the
-data and the model are, and what every recipe of the run sets)."""
+the log (``_common.Log``), worker processes, the GPU memory sampler, and the run's context (where
+the bundle, the data and the model are, and what every recipe of the run sets)."""
 from __future__ import annotations
 
 import contextlib

@@ -209,4 +209,3 @@ def folder_bytes(path: Path) -> int:
 
 def mib(n: int) -> float:
     return n / 2**20
-
