@@ -286,8 +286,9 @@ def spread_test(a: pd.Series, b: pd.Series) -> tuple[float, float, bool]:
 
 def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
     """How a method's seeds compare with plain fine-tuning's, by :func:`spread_test` (seed noise
-    alone); :func:`verdict_from` with the paired intervals of :func:`paired_tests` where the finals
-    kept their predictions (seed noise and the held-out sample's)."""
+    alone: the GPU page's screen, whose part b keeps no predictions). This page's verdicts are
+    :func:`verdict_from` with the paired intervals of :func:`paired_tests` (seed noise and the held-out
+    sample's)."""
     tests = {c: (d, big) for c in ("gap", "acc_target", "acc_en") if c in method and c in plain
              for d, _, big in [spread_test(method[c], plain[c])]}
     return verdict_from(tests)
@@ -335,18 +336,25 @@ def column_metric(col: str) -> tuple[str, str | None]:
 
 
 def final_predictions(results: Path, run: str, trials: pd.DataFrame):
-    """A run's final seeds' kept predictions in seed order, and the seeds; None unless every seed
-    kept them (``final_heldout_leaderboard_predictions.npz``, written since predictions are kept):
-    the product's :func:`~xling_ray.leaderboard.intervals.config_predictions` of its one configuration."""
+    """A run's final seeds' kept predictions in seed order, and the seeds
+    (``final_heldout_leaderboard_predictions.npz``; the product's
+    :func:`~xling_ray.leaderboard.intervals.config_predictions` of its one configuration). A final
+    without them for every seed stops the page with how to rerun that final."""
     from xling_ray.leaderboard.intervals import config_predictions
     from xling_ray.noise import load_predictions_table
 
     path = results / run / "final_heldout_leaderboard_predictions.npz"
-    if not path.exists():
-        return None
     trials = trials.assign(trial_id=trials["trial_id"].astype(str))
-    return config_predictions({"trial_ids": " ".join(trials["trial_id"])}, trials,
-                              load_predictions_table(path.read_bytes()))
+    kept = path.exists() and config_predictions({"trial_ids": " ".join(trials["trial_id"])}, trials,
+                                                 load_predictions_table(path.read_bytes()))
+    if not kept:
+        raise SystemExit(
+            f"{run}: its final kept no predictions for every seed ({repo_relative(path)}), so it has no paired "
+            f"interval against plain. Rerun its final: remove the final_heldout_leaderboard* files from "
+            f"{repo_relative(path.parent)} (and, where its run folder is still there, the final_heldout_leaderboard* "
+            "files and final-heldout* folders in it), then run `python bench/study/run.py --data-dir "
+            "../shared/data` again: its search is kept, only its final runs.")
+    return kept
 
 
 def paired_tests(method, plain, shown) -> dict[str, "Difference"]:
@@ -479,61 +487,35 @@ def write_results(results: Path, args) -> Path:
                      + f" | {len(trials[m])} | {collapsed} | {len(searches[m])} |")
     if "plain" in runs and methods:
         kept = {m: final_predictions(results, m, trials[m]) for m in runs}
-        paired = {m: paired_tests(kept[m], kept["plain"], shown) for m in methods
-                  if kept[m] is not None and kept["plain"] is not None}
-        seed_only = [m for m in methods if m not in paired]
         lines += ["", "## Against plain fine-tuning",
                   "",
                   "Difference of the means (method − plain; a negative Δ gap: the method closes the gap). "
-                  + ("Where the finals kept their predictions: the 95 % interval of a paired bootstrap over the "
-                     "held-out ids both evaluated and the seeds (the same seeds paired; Koehn 2004, Dror et al. "
-                     "2018), which counts both sources of noise, the seeds' and the held-out sample's, and the "
-                     "verdict asks whether the intervals of Δ gap, Δ acc_target and Δ acc_en exclude 0. "
-                     if paired else "")
-                  + (("Otherwise: " if paired else "With it: ")
-                     + "its standard error over seeds, and the verdict asks whether Δ gap and Δ acc_target exceed "
-                     "twice theirs. That counts seed noise alone: the held-out sample's (every run scores the same "
-                     "ids; the binomial error of an accuracy near 60 % on 600 pairs is 2.0 points, and a "
-                     "difference between two models on the same ids keeps the part where they disagree) is not "
-                     "in it." if seed_only else ""),
+                  "Where the finals kept their predictions: the 95 % interval of a paired bootstrap over the "
+                  "held-out ids both evaluated and the seeds (the same seeds paired; Koehn 2004, Dror et al. "
+                  "2018), which counts both sources of noise, the seeds' and the held-out sample's, and the "
+                  "verdict asks whether the intervals of Δ gap, Δ acc_target and Δ acc_en exclude 0. ",
                   "",
                   "| method | " + " | ".join(f"Δ {c}" for c in shown) + " | verdict | noise counted |",
                   "|---|" + "---|" * (len(shown) + 2)]
         verdicts = {}
         for m in methods:
-            if m in paired:
-                d = paired[m]
-                verdicts[m] = verdict_from({c: (d[c].diff, d[c].beyond_noise) for c in ("gap", "acc_target", "acc_en")
-                                            if c in d})
-                cells = [f"{d[c].diff:+.2f} [{d[c].low:+.2f}, {d[c].high:+.2f}]" for c in shown]
-                counted = f"seeds and {d['gap'].ids:,} held-out ids (paired bootstrap)"
-            else:
-                verdicts[m] = verdict(trials[m], trials["plain"])
-                cells = [f"{diff:+.2f} (± {se:.2f})" for c in shown
-                         for diff, se, _ in [spread_test(trials[m][c], trials["plain"][c])]]
-                counted = "seeds only (the final kept no predictions)"
+            d = paired_tests(kept[m], kept["plain"], shown)
+            verdicts[m] = verdict_from({c: (d[c].diff, d[c].beyond_noise) for c in ("gap", "acc_target", "acc_en")
+                                        if c in d})
+            cells = [f"{d[c].diff:+.2f} [{d[c].low:+.2f}, {d[c].high:+.2f}]" for c in shown]
+            counted = f"seeds and {d['gap'].ids:,} held-out ids (paired bootstrap)"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {verdicts[m]} | {counted} |")
 
         def having(v: str) -> str:
             return ", ".join(m for m in methods if verdicts[m] == v) or "none"
 
-        noise = "noise" if paired else "seed noise"
-        lines += ["", f"**Verdict.** Lowered the gap beyond {noise} without losing target accuracy: "
+        lines += ["", "**Verdict.** Lowered the gap beyond noise without losing target accuracy: "
                   f"{having('closed')}. Lowered the gap only by learning less (target accuracy fell beyond "
-                  f"{noise} too): {having('closed by learning less')}. Lowered the gap only by losing English "
-                  f"accuracy (English fell beyond {noise}, target accuracy did not rise beyond it): "
-                  f"{having('closed by losing English')}. Widened the gap beyond {noise}: "
-                  f"{having('widened')}. Gap within {noise} while target accuracy fell beyond it: "
-                  f"{having('gap within noise, learned less')}. Within {noise}: {having('within noise')}."]
-        if seed_only:
-            lines += ["", f"**Paired intervals not available** for {', '.join(seed_only)}"
-                      + (" and plain" if kept["plain"] is None else "")
-                      + ": their finals ran before trials kept their predictions, so their verdicts count seed "
-                      "noise alone. Rerunning those finals keeps the predictions and gives each Δ its paired interval over "
-                      "the held-out ids and seeds: remove their `final_heldout_leaderboard*` files from the results "
-                      "folder (and, where their run folders are still there, the `final_heldout_leaderboard*` files "
-                      "and `final-heldout*` folders in them), then run `python bench/study/run.py --data-dir "
-                      "../shared/data` again: each search is kept, only the finals run."]
+                  f"noise too): {having('closed by learning less')}. Lowered the gap only by losing English "
+                  "accuracy (English fell beyond noise, target accuracy did not rise beyond it): "
+                  f"{having('closed by losing English')}. Widened the gap beyond noise: "
+                  f"{having('widened')}. Gap within noise while target accuracy fell beyond it: "
+                  f"{having('gap within noise, learned less')}. Within noise: {having('within noise')}."]
     refs = reference_rows(finals, tasks)
 
     def num(v):
