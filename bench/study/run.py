@@ -65,7 +65,7 @@ from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent))  # bench/, for _common
-from _common import TINY, Log, fmt, repo_relative  # noqa: E402  (TINY: --smoke's tiny random model)
+from _common import TINY, Log, fmt, repo_relative, table  # noqa: E402  (TINY: --smoke's tiny random model)
 
 METHODS = ("xlinglearn", "ding2022", "xite", "adjustment", "continual")
 RUNS = ("plain", *METHODS)
@@ -475,16 +475,11 @@ def write_results(results: Path, args) -> Path:
     ]
     if "pawsx" not in tasks and not args.smoke:
         lines += [pawsx_note(), ""]
-    lines += [
-        "## Final, on the held-out part (mean ± standard deviation over seeds)",
-        "",
-        "| method | " + " | ".join(shown) + " | seeds | collapsed seeds | configurations searched |",
-        "|---|" + "---|" * (len(shown) + 3),
-    ]
-    for m in runs:
-        collapsed = int(trials[m]["collapsed"].astype(float).sum()) if "collapsed" in trials[m] else 0
-        lines.append(f"| {m} | " + " | ".join(pm(finals[m], c) for c in shown)
-                     + f" | {len(trials[m])} | {collapsed} | {len(searches[m])} |")
+    collapsed = {m: int(trials[m]["collapsed"].astype(float).sum()) if "collapsed" in trials[m] else 0 for m in runs}
+    lines += ["## Final, on the held-out part (mean ± standard deviation over seeds)", ""]
+    lines += table(["method", *shown, "seeds", "collapsed seeds", "configurations searched"],
+                   [[m, *(pm(finals[m], c) for c in shown), len(trials[m]), collapsed[m], len(searches[m])]
+                    for m in runs])
     if "plain" in runs and methods:
         kept = {m: final_predictions(results, m, trials[m]) for m in runs}
         lines += ["", "## Against plain fine-tuning",
@@ -493,18 +488,15 @@ def write_results(results: Path, args) -> Path:
                   "Where the finals kept their predictions: the 95 % interval of a paired bootstrap over the "
                   "held-out ids both evaluated and the seeds (the same seeds paired; Koehn 2004, Dror et al. "
                   "2018), which counts both sources of noise, the seeds' and the held-out sample's, and the "
-                  "verdict asks whether the intervals of Δ gap, Δ acc_target and Δ acc_en exclude 0. ",
-                  "",
-                  "| method | " + " | ".join(f"Δ {c}" for c in shown) + " | verdict | noise counted |",
-                  "|---|" + "---|" * (len(shown) + 2)]
-        verdicts = {}
+                  "verdict asks whether the intervals of Δ gap, Δ acc_target and Δ acc_en exclude 0. ", ""]
+        verdicts, rows = {}, []
         for m in methods:
             d = paired_tests(kept[m], kept["plain"], shown)
             verdicts[m] = verdict_from({c: (d[c].diff, d[c].beyond_noise) for c in ("gap", "acc_target", "acc_en")
                                         if c in d})
-            cells = [f"{d[c].diff:+.2f} [{d[c].low:+.2f}, {d[c].high:+.2f}]" for c in shown]
-            counted = f"seeds and {d['gap'].ids:,} held-out ids (paired bootstrap)"
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {verdicts[m]} | {counted} |")
+            rows.append([m, *(f"{d[c].diff:+.2f} [{d[c].low:+.2f}, {d[c].high:+.2f}]" for c in shown), verdicts[m],
+                         f"seeds and {d['gap'].ids:,} held-out ids (paired bootstrap)"])
+        lines += table(["method", *(f"Δ {c}" for c in shown), "verdict", "noise counted"], rows)
 
         def having(v: str) -> str:
             return ", ".join(m for m in methods if verdicts[m] == v) or "none"
@@ -516,27 +508,19 @@ def write_results(results: Path, args) -> Path:
                   f"{having('closed by losing English')}. Widened the gap beyond noise: "
                   f"{having('widened')}. Gap within noise while target accuracy fell beyond it: "
                   f"{having('gap within noise, learned less')}. Within noise: {having('within noise')}."]
-    refs = reference_rows(finals, tasks)
-
-    def num(v):
-        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
-
     lines += ["", "## Against published full fine-tunes", "",
               "Published figures are test-set accuracies after fine-tuning on all of the task's English training data "
               "(" + ", ".join({"xnli": "MultiNLI's 393k pairs", "pawsx": "PAWS' 49k"}[t] for t in tasks)
               + "); this study's are held-out validation accuracies after "
               f"{data['train_size']:,} pairs and {train['epochs']} epoch(s) on 2 CPU cores. Means are over the task's "
               "languages, English included, as the papers give them; the gap is English minus the mean of the "
-              "others, computed from the two published figures (—: not published there).", "",
-              "| model | " + " | ".join(f"{names[t]} en | {names[t]} mean ({len(LANGUAGES[t])}) | {names[t]} gap" for t in tasks)
-              + " |", "|---|" + "---|---|---|" * len(tasks)]
-    for r in refs:
-        lines.append(f"| {r['model']} | " + " | ".join(num(r[f"{t}_{k}"]) for t in tasks for k in ("en", "mean", "gap"))
-                     + " |")
-    lines += ["", "## Per language (held-out accuracy, %, mean over seeds)", "",
-              "| language | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
-    for col in [c for c in LANGUAGE_COLUMNS if c in finals[runs[0]].index]:
-        lines.append(f"| {col.removeprefix('acc_')} | " + " | ".join(f"{finals[m][col]:.1f}" for m in runs) + " |")
+              "others, computed from the two published figures (—: not published there).", ""]
+    lines += table(["model", *(f"{names[t]} {h}" for t in tasks for h in ("en", f"mean ({len(LANGUAGES[t])})", "gap"))],
+                   [[r["model"], *(r[f"{t}_{k}"] for t in tasks for k in ("en", "mean", "gap"))]
+                    for r in reference_rows(finals, tasks)], lambda v: fmt(v, ".1f", missing="—"))
+    lines += ["", "## Per language (held-out accuracy, %, mean over seeds)", ""]
+    lines += table(["language", *runs], [[col.removeprefix("acc_"), *(f"{finals[m][col]:.1f}" for m in runs)]
+                                         for col in LANGUAGE_COLUMNS if col in finals[runs[0]].index])
     lines += ["", "## The configurations", ""]
     if methods:
         floor = spaces[methods[0]]["sweep"]["constraint"]
@@ -633,12 +617,12 @@ def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
     fig.tight_layout()
     save(fig, "gaps", "Held-out gap per method and seed", 120)
 
-    table = pd.DataFrame([finals[m] for m in runs], index=list(runs))
-    columns = [c for c in LANGUAGE_COLUMNS if c in table]
-    save(accuracy_heatmap(table, columns, list(runs)), "accuracy",
+    means = pd.DataFrame([finals[m] for m in runs], index=list(runs))
+    columns = [c for c in LANGUAGE_COLUMNS if c in means]
+    save(accuracy_heatmap(means, columns, list(runs)), "accuracy",
          "Held-out accuracy per method and language (mean over seeds)", 110)
-    table = table.reset_index(drop=True)
-    save(gap_vs_target(table, list(runs), gap_front(table).tolist()), "gap_vs_target",
+    means = means.reset_index(drop=True)
+    save(gap_vs_target(means, list(runs), gap_front(means).tolist()), "gap_vs_target",
          "Held-out gap against mean target accuracy (means over seeds)", 110)
     return out
 
