@@ -108,7 +108,7 @@ def section_a(a: dict | None) -> list[str]:
         return lines + ["Not measured (no part_a.json).", ""]
     lines += [f"Status: {a.get('status')}; budget {a.get('budget_s')} s; space `{a.get('space')}`; "
               f"{a.get('session')}."] + [f"- {n}" for n in a.get("notes", [])] + [""]
-    rows = []
+    rows, trials = [], []
     for phase in ("sequential", "packed", "ddp"):
         r = a.get(phase)
         if not r:
@@ -119,21 +119,18 @@ def section_a(a: dict | None) -> list[str]:
                      cell(r.get("wall_s"), 1), cell(r.get("trials_per_hour"), 0), cell(r.get("mean_trial_s"), 1),
                      peak("peak_allocated_mib"), peak("peak_reserved_mib"), cell(r.get("gpu_used_peak_mib"), 0),
                      cell(r.get("gpu_used_peak_mib_per_process"), 0)])
+        trials += [[phase, t.get("process"), t.get("config_index"),
+                    ", ".join(f"{k.split('.')[-1]} {fmt(v, '.3g')}" for k, v in t.get("settings", {}).items()),
+                    t.get("status"), cell(t.get("seconds"), 1), cell(t.get("setup_s"), 1), cell(t.get("time_eval_s"), 1),
+                    cell(t.get("gap")), cell(t.get("acc_en"), 1), cell(t.get("acc_target"), 1),
+                    cell(t.get("peak_allocated_mib"), 0), t.get("error", "")[:120] if t.get("error") else ""]
+                   for t in r["trials"]]
     lines += table(["phase", "processes", "memory cap", "trials ok / started", "wall s", "trials / hour",
                     "mean trial s", "peak allocated MiB (max over trials)", "peak reserved MiB",
                     "nvidia-smi peak MiB (GPU)", "nvidia-smi peak / process"], rows, cell) + [""]
-    rows = []
-    for phase in ("sequential", "packed", "ddp"):
-        for t in (a.get(phase) or {}).get("trials", []):
-            s = t.get("settings", {})
-            rows.append([phase, t.get("process"), t.get("config_index"),
-                         ", ".join(f"{k.split('.')[-1]} {fmt(v, '.3g')}" for k, v in s.items()),
-                         t.get("status"), cell(t.get("seconds"), 1), cell(t.get("setup_s"), 1), cell(t.get("time_eval_s"), 1),
-                         cell(t.get("gap")), cell(t.get("acc_en"), 1), cell(t.get("acc_target"), 1),
-                         cell(t.get("peak_allocated_mib"), 0), t.get("error", "")[:120] if t.get("error") else ""])
     lines += ["Every trial:", ""] + table(
         ["phase", "process", "config", "settings", "status", "s", "setup s", "eval s", "gap", "acc_en", "acc_target",
-         "peak allocated MiB", "error"], rows, cell) + [""]
+         "peak allocated MiB", "error"], trials, cell) + [""]
     ddp = a.get("ddp")
     if ddp:
         sess = next((t.get("session") for t in ddp["trials"] if t.get("session")), None)
