@@ -97,10 +97,6 @@ DATA_FILES = ("README.md", "xnli/validation-*.tsv", "pawsx/validation-*.tsv", "t
 MODEL_FOLDER = "e5-small-pruned"
 
 
-def norm_name(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 # ------------------------------------------------------------------------- the model
 
 

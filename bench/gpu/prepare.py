@@ -55,11 +55,12 @@ def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
 
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
     env = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3",
            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
            "implementation_name": "cpython", "extra": ""}
-    carried = {kit.norm_name(n) for n in kit.WHEELS}
+    carried = {canonicalize_name(n) for n in kit.WHEELS}
     missing = []
     for wheel in sorted(wheel_dir.glob("*.whl")):
         with zipfile.ZipFile(wheel) as z:
@@ -71,7 +72,7 @@ def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
             req = Requirement(line.split(":", 1)[1].strip())
             if req.marker is not None and not req.marker.evaluate(env):
                 continue  # an extra, or another platform / Python
-            name = kit.norm_name(req.name)
+            name = canonicalize_name(req.name)
             if name not in carried and name not in kit.ASSUMED:
                 missing.append(f"{wheel.name}: {req}")
     return missing
