@@ -475,7 +475,7 @@ def write_results(results: Path, args) -> Path:
     ]
     if "pawsx" not in tasks and not args.smoke:
         lines += [pawsx_note(), ""]
-    collapsed = {m: int(trials[m]["collapsed"].astype(float).sum()) if "collapsed" in trials[m] else 0 for m in runs}
+    collapsed = {m: int(trials[m]["collapsed"].astype(float).sum()) for m in runs}
     lines += ["## Final, on the held-out part (mean ± standard deviation over seeds)", ""]
     lines += table(["method", *shown, "seeds", "collapsed seeds", "configurations searched"],
                    [[m, *(pm(finals[m], c) for c in shown), len(trials[m]), collapsed[m], len(searches[m])]
@@ -542,7 +542,7 @@ def write_results(results: Path, args) -> Path:
             feasible = ""
         else:
             floor = space["sweep"]["constraint"]["baseline"] - space["sweep"]["constraint"]["delta"]
-            learned = ~board["collapsed"].astype(bool) if "collapsed" in board else pd.Series(True, index=board.index)
+            learned = ~board["collapsed"].astype(bool)
             above = int(((board["acc_en"] >= floor) & learned).sum())
             feasible = (f"; English {best['acc_en']:.1f}, {'above' if best['acc_en'] >= floor else '**below**'} "
                         f"the floor; {above} of {len(board)} configurations learned and are above it")
