@@ -280,13 +280,12 @@ def goal_section(sweep: dict[str, Any] | None, seeds: dict[str, Any] | None) -> 
     configuration, tried first) and the default configuration over 3 seeds. A collapsed configuration (a seed
     predicted one class; it learned nothing) is scored against no goal: its gap near 0 would "beat" any target, so
     its rows say "collapsed, not scored"."""
-    rows = ["## The quickstart against its goals", "", "| goal | measured | met |", "|---|---|---|"]
+    rows = []
 
     def add(goal, value, ok, row=None):
         if row is not None and bool(row.get("collapsed")):
-            rows.append(f"| {goal} | collapsed (one class for nearly every English example) | **no**: not scored |")
-            return
-        rows.append(f"| {goal} | {value} | {'yes' if ok else '**no**'} |")
+            value, ok = "collapsed (one class for nearly every English example)", None
+        rows.append([goal, value, "**no**: not scored" if ok is None else "yes" if ok else "**no**"])
 
     if sweep:
         default = sweep["rows"][0] if sweep["rows"] else {}
@@ -305,7 +304,7 @@ def goal_section(sweep: dict[str, Any] | None, seeds: dict[str, Any] | None) -> 
             r.get("acc_xnli_en", 0) >= 60, r)
         add(f"PAWS-X en, {seeds['seeds']} seeds", f"{r.get('acc_pawsx_en', float('nan')):.1f} %",
             r.get("acc_pawsx_en", 0) >= 60, r)
-    return "\n".join(rows)
+    return "\n".join(["## The quickstart against its goals", ""] + table(["goal", "measured", "met"], rows))
 
 
 def what_it_would_take(runs: dict[str, Any], sweep: dict[str, Any] | None) -> str:
