@@ -1,10 +1,11 @@
 """Shared by the bench scripts: the command line, where results go (and their JSON), the machine, the
-clock, a sampling thread, the pages' cells and tables, and the small recipe and local sweep the Ray
-items run."""
+clock, a timestamped log, a sampling thread, the pages' cells, tables and paths, and the small recipe and
+local sweep the Ray items run."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -77,28 +78,58 @@ def abba(sides: dict[str, Callable[[], dict]], repeats: int, result: dict[str, A
             print(side, json.dumps(result[f"{side}_runs"][-1], indent=1, default=str), flush=True)
 
 
-def fmt(x, spec: str = ".2f") -> str:
-    """A page's cell: ``x`` formatted, or n/a."""
-    return "n/a" if x is None else format(x, spec)
+def fmt(x, spec: str = ".2f", missing: str = "n/a") -> str:
+    """A page's cell: a float formatted by ``spec``, anything else as it is, ``missing`` for None or NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return missing
+    return format(x, spec) if isinstance(x, float) else str(x)
 
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**missed**")
 
 
-def table(header: list[str], rows) -> list[str]:
-    """A Markdown table's lines: the header (an empty heading is ``| |``), its rule, a line per row."""
+def table(header: list[str], rows, cell: Callable[[Any], str] = str) -> list[str]:
+    """A Markdown table's lines: the header (an empty heading is ``| |``), its rule, a line per row, each
+    cell written by ``cell``."""
     return ["|" + "|".join(f" {h} " if h else " " for h in header) + "|", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(map(str, row)) + " |" for row in rows]
+        "| " + " | ".join(map(cell, row)) + " |" for row in rows]
 
 
-class Stopwatch:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and the wall seconds it took."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
-    def __exit__(self, *exc):
-        self.s = time.perf_counter() - self.t0
+
+class Log:
+    """Timestamped lines on stdout and, with a ``path``, in that file."""
+
+    def __init__(self, path: Path | None, name: str = "gpu-kit"):
+        self.path, self.name = path, name
+
+    def __call__(self, text: str) -> None:
+        line = f"[{self.name} {time.strftime('%H:%M:%S')}] {text}"
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+    def attach(self, title: str, path: Path, limit: int = 200_000) -> None:
+        """Append a worker's log (its last ``limit`` bytes) under a title."""
+        if not self.path or not path.is_file():
+            return
+        data = path.read_bytes()
+        cut = data[-limit:]
+        with open(self.path, "ab") as f:
+            f.write(f"\n----- {title} ({len(data)} bytes{', last ' + str(limit) if len(data) > limit else ''}) -----\n".encode())
+            f.write(cut + b"\n")
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` as a page or a message names it: relative to the repository where it is inside it."""
+    return str(path.relative_to(BENCH.parent)) if path.is_relative_to(BENCH.parent) else str(path)
 
 
 class Sampler(threading.Thread):
@@ -210,9 +241,8 @@ def sweep_trials(space: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
     from xling_ray.tune.sweep import run_sweep
 
     with tempfile.TemporaryDirectory() as storage:
-        t0 = time.perf_counter()
-        run_dir = run_sweep(SearchSpace.model_validate(space), storage=storage, name="bench", verbose=0)
-        wall = time.perf_counter() - t0
+        run_dir, wall = timed(lambda: run_sweep(SearchSpace.model_validate(space), storage=storage, name="bench",
+                                                verbose=0))
         trials = sorted(ExperimentAnalysis(str(run_dir)).trials, key=lambda t: t.trial_id)
     return wall, [{**(t.last_result or {}), "config": {k: v for k, v in t.config.items() if not k.startswith("__")}}
                   for t in trials]

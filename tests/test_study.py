@@ -7,9 +7,12 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from xling_ray.noise import Predictions, TaskPredictions
 
 _PATH = Path(__file__).resolve().parents[1] / "bench" / "study" / "run.py"
 _spec = importlib.util.spec_from_file_location("xling_study", _PATH)
@@ -65,54 +68,79 @@ def test_a_finalist_is_the_default_only_when_every_searched_setting_equals_the_f
     assert not study.is_default(row, {"sweep": {}})
 
 
-def _write_run(results: Path, method: str, seeds: dict, search_rows: list[dict], space: dict) -> None:
-    from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
-
-    run = results / method
-    run.mkdir(parents=True)
-    trials = pd.DataFrame(seeds)
-    for col in LANGUAGE_COLUMNS:
-        trials[col] = trials["acc_target"]
-    trials["acc_xnli_en"] = trials["acc_pawsx_en"] = trials["acc_en"]
-    trials["collapsed"] = 0.0
-    trials.to_csv(run / "final_heldout_leaderboard_trials.csv", index=False)
-    final = {"config_id": "c0", **trials.mean().to_dict()}
-    final.update({f"{c}_std": trials[c].std(ddof=1) for c in study.columns(["xnli", "pawsx"])})
-    pd.DataFrame([final]).to_csv(run / "final_heldout_leaderboard.csv", index=False)
-    pd.DataFrame(search_rows).to_csv(run / "leaderboard.csv", index=False)
-    (run / "search_space.yaml").write_text(yaml.safe_dump(space))
-
-
 RECIPE = {"model": {"pooling": "auto", "max_length": 128},
           "data": {"tasks": ["xnli", "pawsx"], "train_size": 2000, "eval_max_per_language": 200,
                    "eval_skip_first": {"xnli": 1245, "pawsx": 1000}},
           "train": {"epochs": 1, "lr": 1e-4, "head_lr": 1e-3, "warmup_ratio": 0.1, "batch_size": 16},
           "scaling": {"mixed_precision": "bf16"}}
 ARGS = argparse.Namespace(smoke=False, seeds=3, final_eval=300, english_drop=4.0, wide=1.5)
+N = 600  # held-out ids per language
 
+
+def _task(en, target):
+    """A task's kept predictions in English and German from 1 (right) or 0 (wrong) per id."""
+    ones = np.ones(N, np.int8)
+    return TaskPredictions(np.array([str(i) for i in range(N)]),
+                           {"en": en.astype(np.int8), "de": target.astype(np.int8)}, {"en": ones, "de": ones})
+
+
+def _kept(en: list[int], de: list[int]) -> list:
+    """Each seed's predictions, right on its first ``en`` English and ``de`` German ids of both tasks."""
+    first = lambda k: (np.arange(N) < k).astype(int)  # noqa: E731
+    return [Predictions({t: _task(first(e), first(g)) for t in ("xnli", "pawsx")}, 1.0) for e, g in zip(en, de)]
+
+
+def _final_with_predictions(results: Path, method: str, seeds: list, space: dict,
+                            search_rows: list[dict] | None = None) -> None:
+    """A run whose final kept its predictions (:func:`_kept`): the trials' figures computed from them, as a
+    final writes; its search's leaderboard ``search_rows`` (default one configuration)."""
+    from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
+    from xling_ray.metrics import summarize
+    from xling_ray.noise import save_predictions_table
+
+    run = results / method
+    run.mkdir(parents=True)
+    rows = []
+    for s, p in enumerate(seeds):
+        row = {"trial_id": f"{method}{s}", "status": "TERMINATED", "config_id": "c0", "seed": s, "collapsed": 0.0,
+               **summarize({t: tp.accuracy() for t, tp in p.tasks.items()})}
+        rows.append(row)
+    trials = pd.DataFrame(rows)
+    for col in LANGUAGE_COLUMNS:  # the per-language table reads every language
+        if col not in trials:
+            trials[col] = trials["acc_target"]
+    trials.to_csv(run / "final_heldout_leaderboard_trials.csv", index=False)
+    numeric = trials.drop(columns=["trial_id", "status", "config_id"])
+    final = {"config_id": "c0", **numeric.mean().to_dict()}
+    final.update({f"{c}_std": trials[c].std(ddof=1) for c in study.columns(["xnli", "pawsx"])})
+    pd.DataFrame([final]).to_csv(run / "final_heldout_leaderboard.csv", index=False)
+    (run / "final_heldout_leaderboard_predictions.npz").write_bytes(
+        save_predictions_table({f"{method}{s}": p for s, p in enumerate(seeds)}))
+    pd.DataFrame(search_rows or [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, "collapsed": False}]).to_csv(
+        run / "leaderboard.csv", index=False)
+    (run / "search_space.yaml").write_text(yaml.safe_dump(space))
 
 def test_results_page_is_written_from_the_runs_numbers(tmp_path):
     results = tmp_path / "results"
-    english = {"acc_en": [70.0, 70.5, 69.5], "gap_xnli": [4.0, 4.0, 4.0], "gap_pawsx": [4.0, 4.0, 4.0]}
-    per_method = {  # gap and mean target accuracy per seed: one of each verdict
-        "plain": ([4.0, 4.2, 3.8], [60.0, 60.5, 59.5]),
-        "xlinglearn": ([1.0, 1.2, 0.8], [60.2, 59.8, 60.0]),
-        "ding2022": ([0.0, 0.1, -0.1], [40.0, 40.5, 39.5]),
-        "xite": ([7.0, 7.2, 6.8], [60.0, 60.5, 59.5]),
-        "adjustment": ([3.0, 5.0, 4.0], [55.0, 65.0, 60.0]),
-        "continual": ([3.0, 5.0, 4.0], [40.0, 40.5, 39.5]),
+    english = [420, 423, 417]  # 70.0, 70.5, 69.5 % of 600
+    per_method = {  # right English and German ids per seed, the same in both tasks: one of each verdict
+        "plain": _kept(english, [360] * 3),  # gap 10.0, 10.5, 9.5
+        "xlinglearn": _kept(english, [420] * 3),  # German +10: gap -10, target +10
+        "ding2022": _kept([300] * 3, [300] * 3),  # English -20, German -10: gap -10, target -10
+        "xite": _kept(english, [300] * 3),  # German -10: gap +10
+        "adjustment": _kept(english, [360] * 3),  # plain's predictions
+        "continual": _kept([e - 60 for e in english], [300] * 3),  # both -10: gap unchanged, target -10
     }
     default = {"losses.xite.ratio": 0.5}
     floor = {"metric": "acc_en", "baseline": 71.0, "delta": 4.0}
-    for method, (gap, target) in per_method.items():
+    for method, seeds in per_method.items():
         searched = {} if method == "plain" else {"losses.xite.ratio": {"uniform": [0.25, 1.0]}}
         rows = [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, "collapsed": False,
                  **({"losses.xite.ratio": 0.5} if searched else {})}]
         if method == "xite":  # its best search configuration is not the default one
             rows[0]["losses.xite.ratio"] = 0.8
         sweep = {"points_to_evaluate": [default] if searched else [], **({"constraint": floor} if searched else {})}
-        _write_run(results, method, {"gap": gap, "acc_target": target, **english}, rows,
-                   {"recipe": RECIPE, "search": searched, "sweep": sweep})
+        _final_with_predictions(results, method, seeds, {"recipe": RECIPE, "search": searched, "sweep": sweep}, rows)
     (results / "timings.json").write_text(json.dumps({"plain/search": 600.0, "plain/final": 600.0}))
 
     text = study.write_results(results, ARGS).read_text()
@@ -121,16 +149,17 @@ def test_results_page_is_written_from_the_runs_numbers(tmp_path):
     assert (tmp_path / "accuracy.png").exists() and (tmp_path / "gap_vs_target.png").exists()
     assert "the stages took 20 minutes" in text and "Not run yet" not in text
     assert "2,000 English pairs per task for 1 epoch(s), pairs up to 128 tokens, learning rate 0.0001" in text
-    assert ("| plain | 4.00 ± 0.20 | 60.00 ± 0.50 | 70.00 ± 0.50 | 4.00 ± 0.00 | 4.00 ± 0.00 | 70.00 ± 0.50 "
+    assert ("| plain | 10.00 ± 0.50 | 60.00 ± 0.00 | 70.00 ± 0.50 | 10.00 ± 0.50 | 10.00 ± 0.50 | 70.00 ± 0.50 "
             "| 70.00 ± 0.50 | 3 | 0 | 1 |") in text
-    # xlinglearn - plain: -3.00, standard error sqrt(0.04/3 + 0.04/3)
-    assert f"| xlinglearn | -3.00 (± {math.sqrt(0.08 / 3):.2f}) |" in text
+    assert next(l for l in text.splitlines() if l.startswith("| xlinglearn | -10.00 [")).endswith(
+        "| closed | seeds and 1,200 held-out ids (paired bootstrap) |")
+    assert "| adjustment | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] |" in text
     assert "without losing target accuracy: xlinglearn." in text
-    assert "(target accuracy fell beyond seed noise too): ding2022." in text
-    assert "(English fell beyond seed noise, target accuracy did not rise beyond it): none." in text
-    assert "Widened the gap beyond seed noise: xite." in text and "Within seed noise: adjustment." in text
+    assert "(target accuracy fell beyond noise too): ding2022." in text
+    assert "(English fell beyond noise, target accuracy did not rise beyond it): none." in text
+    assert "Widened the gap beyond noise: xite." in text and "Within noise: adjustment." in text
     assert "while target accuracy fell beyond it: continual." in text
-    assert "| xnli_fr | 60.0 | 60.0 | 40.0 | 60.0 | 60.0 | 40.0 |" in text
+    assert "| xnli_de | 60.0 | 70.0 | 50.0 | 50.0 | 60.0 | 50.0 |" in text
     assert "English accuracy 71.0 minus 4 = 67.0" in text
     lines = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- **")}
     assert "The method's default configuration" in lines["xlinglearn"]
@@ -140,21 +169,20 @@ def test_results_page_is_written_from_the_runs_numbers(tmp_path):
     assert "| multilingual MiniLM-L12-H384 (Wang et al. 2020) | 81.5 | 71.1 | 11.1 | — | — | — |" in text
     assert "| mBERT (XTREME, Hu et al. 2020) | 80.8 | 65.4 | 16.5 | 94.0 | 81.9 | 14.1 |" in text
     # this study's rows in the same columns: plain's XNLI mean over its 15 languages (English 70, the others 60)
-    assert f"| plain (this study) | 70.0 | {(70 + 14 * 60.0) / 15:.1f} | 4.0 |" in text
+    assert f"| plain (this study) | 70.0 | {(70 + 14 * 60.0) / 15:.1f} | 10.0 |" in text
 
 
 def test_results_page_lists_the_runs_not_run_yet(tmp_path):
     results = tmp_path / "results"
-    english = {"acc_en": [70.0, 70.5, 69.5], "gap_xnli": [4.0, 4.0, 4.0], "gap_pawsx": [4.0, 4.0, 4.0]}
-    _write_run(results, "plain", {"gap": [4.0, 4.2, 3.8], "acc_target": [60.0, 60.5, 59.5], **english},
-               [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0}], {"recipe": RECIPE, "search": {}, "sweep": {}})
+    _final_with_predictions(results, "plain", _kept([420, 423, 417], [360] * 3),
+                            {"recipe": RECIPE, "search": {}, "sweep": {}})
     (results / "xite").mkdir()  # searched, final not finished: not a finished run
 
     text = study.write_results(results, ARGS).read_text()
 
     assert "**Not run yet:** xlinglearn, ding2022, xite, adjustment, continual" in text
     assert "the first 1,245 XNLI, 1,000 PAWS-X validation examples are the target-text pool" in text
-    assert "| plain | 4.00 ± 0.20 |" in text and "| xite |" not in text and "## Against plain" not in text
+    assert "| plain | 10.00 ± 0.50 |" in text and "| xite |" not in text and "## Against plain" not in text
 
 
 def test_one_task_compares_the_headline_numbers_only():
@@ -216,65 +244,20 @@ def test_the_studys_plain_run_is_the_products_plain_baseline(data_dir):
     assert (space.recipe.train.lr, space.recipe.data.train_size, space.recipe.data.tasks) == (1.0e-4, 4000, ("xnli",))
 
 
-def _final_with_predictions(results: Path, method: str, seeds: list, space: dict) -> None:
-    """A run whose final kept its predictions: the trials' figures computed from them, as a final writes."""
-    from xling_ray.leaderboard.table import LANGUAGE_COLUMNS
-    from xling_ray.metrics import summarize
-    from xling_ray.noise import save_predictions_table
-
-    run = results / method
-    run.mkdir(parents=True)
-    rows = []
-    for s, p in enumerate(seeds):
-        row = {"trial_id": f"{method}{s}", "status": "TERMINATED", "config_id": "c0", "seed": s, "collapsed": 0.0,
-               **summarize({t: tp.accuracy() for t, tp in p.tasks.items()})}
-        rows.append(row)
-    trials = pd.DataFrame(rows)
-    for col in LANGUAGE_COLUMNS:  # the per-language table reads every language
-        if col not in trials:
-            trials[col] = trials["acc_target"]
-    trials.to_csv(run / "final_heldout_leaderboard_trials.csv", index=False)
-    numeric = trials.drop(columns=["trial_id", "status", "config_id"])
-    final = {"config_id": "c0", **numeric.mean().to_dict()}
-    final.update({f"{c}_std": trials[c].std(ddof=1) for c in study.columns(["xnli", "pawsx"])})
-    pd.DataFrame([final]).to_csv(run / "final_heldout_leaderboard.csv", index=False)
-    (run / "final_heldout_leaderboard_predictions.npz").write_bytes(
-        save_predictions_table({f"{method}{s}": p for s, p in enumerate(seeds)}))
-    pd.DataFrame([{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, "collapsed": False}]).to_csv(
-        run / "leaderboard.csv", index=False)
-    (run / "search_space.yaml").write_text(yaml.safe_dump(space))
-
-
 def test_results_page_gives_paired_intervals_against_plain_where_the_finals_kept_predictions(tmp_path):
-    import numpy as np
-
-    from xling_ray.noise import Predictions, TaskPredictions
-
     rng = np.random.default_rng(0)
-    n = 600
-
-    def task(en, target):
-        return TaskPredictions(np.array([str(i) for i in range(n)]),
-                               {"en": en.astype(np.int8), "de": target.astype(np.int8)},
-                               {"en": np.ones(n, np.int8), "de": np.ones(n, np.int8)})
-
     plain, lower = [], []
     for _ in range(3):
-        x_en, x_de, p_en, p_de = ((rng.random(n) < q).astype(int) for q in (0.7, 0.6, 0.7, 0.6))
-        plain.append(Predictions({"xnli": task(x_en, x_de), "pawsx": task(p_en, p_de)}, 1.0))
+        x_en, x_de, p_en, p_de = ((rng.random(N) < q).astype(int) for q in (0.7, 0.6, 0.7, 0.6))
+        plain.append(Predictions({"xnli": _task(x_en, x_de), "pawsx": _task(p_en, p_de)}, 1.0))
         dropped = x_en.copy()
         dropped[np.flatnonzero(dropped)[:60]] = 0  # XNLI English loses 60 of 600 ids: -10 points, gap -10
-        lower.append(Predictions({"xnli": task(dropped, x_de), "pawsx": task(p_en, p_de)}, 1.0))
+        lower.append(Predictions({"xnli": _task(dropped, x_de), "pawsx": _task(p_en, p_de)}, 1.0))
     results = tmp_path / "results"
     floor = {"metric": "acc_en", "baseline": 71.0, "delta": 4.0}
     _final_with_predictions(results, "plain", plain, {"recipe": RECIPE, "search": {}, "sweep": {}})
     _final_with_predictions(results, "xlinglearn", lower, {"recipe": RECIPE, "search": {},
                                                            "sweep": {"constraint": floor}})
-    # a method whose final ran before predictions were kept: seed noise only, and the page says so
-    _write_run(results, "ding2022", {"gap": [4.0, 4.2, 3.8], "acc_target": [60.0, 60.5, 59.5],
-                                     "acc_en": [70.0, 70.5, 69.5], "gap_xnli": [4.0] * 3, "gap_pawsx": [4.0] * 3},
-               [{"config_id": "a1", "gap": 0.5, "acc_en": 71.0, "collapsed": False}],
-               {"recipe": RECIPE, "search": {}, "sweep": {"constraint": floor}})
 
     text = study.write_results(results, ARGS).read_text()
 
@@ -290,7 +273,11 @@ def test_results_page_gives_paired_intervals_against_plain_where_the_finals_kept
     row = next(l for l in text.splitlines() if l.startswith("| xlinglearn | -5.00 ["))
     assert f"| -5.00 [{d['gap'].low:+.2f}, {d['gap'].high:+.2f}] |" in row
     assert row.endswith("| closed by losing English | seeds and 1,200 held-out ids (paired bootstrap) |")
-    ding = next(l for l in text.splitlines() if l.startswith("| ding2022 | -"))
-    assert " (± " in ding and ding.endswith("| seeds only (the final kept no predictions) |")
-    assert "**Paired intervals not available** for ding2022: their finals ran before" in text
     assert "(English fell beyond noise, target accuracy did not rise beyond it): xlinglearn." in text
+    # a final without its predictions has no paired interval: the page is not written, and the error says how
+    # to rerun that final
+    (results / "xlinglearn" / "final_heldout_leaderboard_predictions.npz").unlink()
+    with pytest.raises(SystemExit, match=r"^xlinglearn: its final kept no predictions .* remove the "
+                       r"final_heldout_leaderboard\* files from .*xlinglearn .* `python bench/study/run.py "
+                       r"--data-dir ../shared/data` again"):
+        study.write_results(results, ARGS)

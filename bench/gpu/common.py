@@ -1,6 +1,6 @@
 """What the GPU bundle's scripts share: sizes and budgets (:class:`Profile`),
-the log, worker processes, the GPU memory sampler, and the run's context (where the bundle, the
-data and the model are, and what every recipe of the run sets)."""
+the log (``_common.Log``), worker processes, the GPU memory sampler, and the run's context (where
+the bundle, the data and the model are, and what every recipe of the run sets)."""
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +22,7 @@ for _p in (str(HERE), str(HERE.parent), str(REPO)):  # the bundle, bench/ (its _
         sys.path.insert(0, _p)
 
 import kit  # noqa: E402  (numpy and the standard library only)
-from _common import TINY, Sampler, write_json  # noqa: E402,F401  (TINY: a dry run's tiny random model, over the pruned vocabulary)
+from _common import TINY, Log, Sampler, write_json  # noqa: E402,F401  (TINY: a dry run's tiny random model, over the pruned vocabulary)
 
 #: Every worker started, so that the run ends them all whatever happens (run.main).
 STARTED: list[subprocess.Popen] = []
@@ -64,30 +64,6 @@ def use_site(site: str) -> None:
         import importlib
 
         importlib.invalidate_caches()
-
-
-class Log:
-    """Timestamped lines on stdout and, with a ``path``, in that file."""
-
-    def __init__(self, path: Path | None, name: str = "gpu-kit"):
-        self.path, self.name = path, name
-
-    def __call__(self, text: str) -> None:
-        line = f"[{self.name} {time.strftime('%H:%M:%S')}] {text}"
-        print(line, flush=True)
-        if self.path:
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
-
-    def attach(self, title: str, path: Path, limit: int = 200_000) -> None:
-        """Append a worker's log (its last ``limit`` bytes) under a title."""
-        if not self.path or not path.is_file():
-            return
-        data = path.read_bytes()
-        cut = data[-limit:]
-        with open(self.path, "ab") as f:
-            f.write(f"\n----- {title} ({len(data)} bytes{', last ' + str(limit) if len(data) > limit else ''}) -----\n".encode())
-            f.write(cut + b"\n")
 
 
 @contextlib.contextmanager

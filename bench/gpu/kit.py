@@ -97,10 +97,6 @@ DATA_FILES = ("README.md", "xnli/validation-*.tsv", "pawsx/validation-*.tsv", "t
 MODEL_FOLDER = "e5-small-pruned"
 
 
-def norm_name(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 # ------------------------------------------------------------------------- the model
 
 
@@ -209,11 +205,3 @@ def folder_bytes(path: Path) -> int:
 
 def mib(n: int) -> float:
     return n / 2**20
-
-
-def rel_to_repo(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kit  # noqa: E402
 from common import Log  # noqa: E402  (it puts bench/ and the repository on sys.path)
+from _common import repo_relative  # noqa: E402
 
 log = Log(None, "prepare")
 
@@ -54,11 +55,12 @@ def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
 
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
     env = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.3",
            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
            "implementation_name": "cpython", "extra": ""}
-    carried = {kit.norm_name(n) for n in kit.WHEELS}
+    carried = {canonicalize_name(n) for n in kit.WHEELS}
     missing = []
     for wheel in sorted(wheel_dir.glob("*.whl")):
         with zipfile.ZipFile(wheel) as z:
@@ -70,7 +72,7 @@ def check_wheel_dependencies(wheel_dir: Path) -> list[str]:
             req = Requirement(line.split(":", 1)[1].strip())
             if req.marker is not None and not req.marker.evaluate(env):
                 continue  # an extra, or another platform / Python
-            name = kit.norm_name(req.name)
+            name = canonicalize_name(req.name)
             if name not in carried and name not in kit.ASSUMED:
                 missing.append(f"{wheel.name}: {req}")
     return missing
@@ -197,7 +199,7 @@ def prune_model(dest: Path, data_dir: Path) -> dict:
 
 
 def print_next_steps(out: Path, manifest: dict) -> None:
-    rel = kit.rel_to_repo(out)
+    rel = repo_relative(out)
     size = manifest["size"]
     cap = size.get("max_mib")
     print()

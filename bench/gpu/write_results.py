@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 sys.path[:0] = [str(REPO), str(HERE.parent)]  # the product, bench/ (its _common)
 
-from _common import table as md_table  # noqa: E402
+from _common import fmt, table  # noqa: E402
 from xling_ray.leaderboard.table import LANGUAGE_COLUMNS  # noqa: E402
 
 METHOD_ORDER = ["plain", "xlinglearn", "ding2022", "xite", "adjustment", "continual"]
@@ -60,25 +59,17 @@ def load_dir(path: Path) -> dict[str, Any]:
     return {"dir": path, **{name: json.loads(f.read_text()) for name, f in files.items() if f.is_file()}}
 
 
-def fmt(x: Any, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
+def cell(x: Any, digits: int = 2) -> str:
+    """A cell of this page: a float to ``digits`` places, – where a run recorded no figure."""
+    return fmt(x, f".{digits}f", missing="–")
 
 
 def mean_std(values: list[float], digits: int = 2) -> str:
+    """Mean ± sample standard deviation of the values present (one value: itself)."""
     values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
+    if len(values) < 2:
+        return cell(values[0] if values else None, digits)
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    return md_table(header, [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows])
 
 
 # ------------------------------------------------------------------------- sections
@@ -101,12 +92,12 @@ def section_machine(folders: list[dict]) -> list[str]:
                   f"carried: pydantic {pk.get('pydantic')}, optuna {pk.get('optuna')}, POT {pk.get('pot')}.", "",
                   f"- command: `{env.get('command')}`",
                   f"- bundle: `{man.get('command', '?')}` on {man.get('prepared', '?')}; "
-                  f"{fmt(size.get('total_mib'), 1)} MiB with the working tree"
+                  f"{cell(size.get('total_mib'), 1)} MiB with the working tree"
                   + (f" (cap {size['max_mib']:g} MiB)" if size.get("max_mib") else "")
                   + ("; whole English training sets" if man.get("train_full") else "; the offline training sets"),
-                  f"- setup {fmt(env.get('setup_seconds'), 1)} s (wheels {install.get('status', '–')} "
-                  f"{fmt(install.get('seconds'), 1)} s, model {fmt(env.get('model_seconds'), 1)} s, "
-                  f"tokenising {fmt(env.get('warm_seconds'), 1)} s); whole run {fmt(env.get('total_seconds'), 1)} s; "
+                  f"- setup {cell(env.get('setup_seconds'), 1)} s (wheels {install.get('status', '–')} "
+                  f"{cell(install.get('seconds'), 1)} s, model {cell(env.get('model_seconds'), 1)} s, "
+                  f"tokenising {cell(env.get('warm_seconds'), 1)} s); whole run {cell(env.get('total_seconds'), 1)} s; "
                   f"parts: " + ", ".join(f"{k} {v}" for k, v in (env.get("summary") or {}).items()), ""]
     return lines
 
@@ -117,33 +108,29 @@ def section_a(a: dict | None) -> list[str]:
         return lines + ["Not measured (no part_a.json).", ""]
     lines += [f"Status: {a.get('status')}; budget {a.get('budget_s')} s; space `{a.get('space')}`; "
               f"{a.get('session')}."] + [f"- {n}" for n in a.get("notes", [])] + [""]
-    rows = []
+    rows, trials = [], []
     for phase in ("sequential", "packed", "ddp"):
         r = a.get(phase)
         if not r:
             continue
         ok = [t for t in r["trials"] if t.get("status") == "ok"]
-        peak = lambda k: fmt(max((t[k] for t in ok if t.get(k) is not None), default=None), 0)  # noqa: E731
-        rows.append([phase, r["processes"], fmt(r.get("memory_fraction")), f"{r['trials_ok']} / {r['trials_started']}",
-                     fmt(r.get("wall_s"), 1), fmt(r.get("trials_per_hour"), 0), fmt(r.get("mean_trial_s"), 1),
-                     peak("peak_allocated_mib"), peak("peak_reserved_mib"), fmt(r.get("gpu_used_peak_mib"), 0),
-                     fmt(r.get("gpu_used_peak_mib_per_process"), 0)])
+        peak = lambda k: cell(max((t[k] for t in ok if t.get(k) is not None), default=None), 0)  # noqa: E731
+        rows.append([phase, r["processes"], cell(r.get("memory_fraction")), f"{r['trials_ok']} / {r['trials_started']}",
+                     cell(r.get("wall_s"), 1), cell(r.get("trials_per_hour"), 0), cell(r.get("mean_trial_s"), 1),
+                     peak("peak_allocated_mib"), peak("peak_reserved_mib"), cell(r.get("gpu_used_peak_mib"), 0),
+                     cell(r.get("gpu_used_peak_mib_per_process"), 0)])
+        trials += [[phase, t.get("process"), t.get("config_index"),
+                    ", ".join(f"{k.split('.')[-1]} {fmt(v, '.3g')}" for k, v in t.get("settings", {}).items()),
+                    t.get("status"), cell(t.get("seconds"), 1), cell(t.get("setup_s"), 1), cell(t.get("time_eval_s"), 1),
+                    cell(t.get("gap")), cell(t.get("acc_en"), 1), cell(t.get("acc_target"), 1),
+                    cell(t.get("peak_allocated_mib"), 0), t.get("error", "")[:120] if t.get("error") else ""]
+                   for t in r["trials"]]
     lines += table(["phase", "processes", "memory cap", "trials ok / started", "wall s", "trials / hour",
                     "mean trial s", "peak allocated MiB (max over trials)", "peak reserved MiB",
-                    "nvidia-smi peak MiB (GPU)", "nvidia-smi peak / process"], rows) + [""]
-    rows = []
-    for phase in ("sequential", "packed", "ddp"):
-        for t in (a.get(phase) or {}).get("trials", []):
-            s = t.get("settings", {})
-            rows.append([phase, t.get("process"), t.get("config_index"),
-                         ", ".join(f"{k.split('.')[-1]} {v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]} {v}"
-                                   for k, v in s.items()),
-                         t.get("status"), fmt(t.get("seconds"), 1), fmt(t.get("setup_s"), 1), fmt(t.get("time_eval_s"), 1),
-                         fmt(t.get("gap")), fmt(t.get("acc_en"), 1), fmt(t.get("acc_target"), 1),
-                         fmt(t.get("peak_allocated_mib"), 0), t.get("error", "")[:120] if t.get("error") else ""])
+                    "nvidia-smi peak MiB (GPU)", "nvidia-smi peak / process"], rows, cell) + [""]
     lines += ["Every trial:", ""] + table(
         ["phase", "process", "config", "settings", "status", "s", "setup s", "eval s", "gap", "acc_en", "acc_target",
-         "peak allocated MiB", "error"], rows) + [""]
+         "peak allocated MiB", "error"], trials, cell) + [""]
     ddp = a.get("ddp")
     if ddp:
         sess = next((t.get("session") for t in ddp["trials"] if t.get("session")), None)
@@ -187,11 +174,11 @@ def section_b(folders: list[dict]) -> list[str]:
         col = lambda k: [r["metrics"].get(k) for r in rs]  # noqa: E731
         rows.append([m, len(rs), mean_std(col("gap")), mean_std(col("gap_xnli")), mean_std(col("gap_pawsx")),
                      mean_std(col("acc_en"), 1), mean_std(col("acc_target"), 1),
-                     fmt(statistics.mean(r["seconds"] for r in rs) / 60, 1),
-                     fmt(max((r["peak_allocated_mib"] for r in rs if r.get("peak_allocated_mib") is not None),
+                     cell(statistics.mean(r["seconds"] for r in rs) / 60, 1),
+                     cell(max((r["peak_allocated_mib"] for r in rs if r.get("peak_allocated_mib") is not None),
                              default=None), 0)])
     lines += table(["method", "seeds ok", "gap", "gap_xnli", "gap_pawsx", "acc_en", "acc_target", "minutes per run",
-                    "peak allocated MiB"], rows) + ["", "(mean ± sample standard deviation over seeds; accuracies in %, "
+                    "peak allocated MiB"], rows, cell) + ["", "(mean ± sample standard deviation over seeds; accuracies in %, "
                                                        "gaps in points)", ""]
     if "plain" in by_method and len(by_method["plain"]) > 1:
         import pandas as pd
@@ -207,16 +194,16 @@ def section_b(folders: list[dict]) -> list[str]:
         if rows:
             lines += ["Against plain fine-tuning (bench/study's screen: a difference counts when it exceeds twice its "
                       "standard error over seeds):", ""]
-            lines += table(["method", "gap - plain", "acc_target - plain", "verdict"], rows) + [""]
-    rows = [[m] + [fmt(statistics.mean(r["metrics"][c] for r in by_method[m]), 1)
+            lines += table(["method", "gap - plain", "acc_target - plain", "verdict"], rows, cell) + [""]
+    rows = [[m] + [cell(statistics.mean(r["metrics"][c] for r in by_method[m]), 1)
                    if all(c in r["metrics"] for r in by_method[m]) else "–" for c in LANGUAGE_COLUMNS] for m in methods]
     lines += ["Accuracy (%) per language, mean over seeds:", ""]
-    lines += table(["method"] + [c.removeprefix("acc_") for c in LANGUAGE_COLUMNS], rows) + [""]
-    rows = [[r.get("name"), r.get("status"), fmt(r.get("seconds"), 1)]
-            + [fmt(r.get("metrics", {}).get(k), d) for k, d in (("epoch", 2), ("gap", 2), ("acc_en", 1), ("acc_target", 1))]
-            + [fmt(r.get("peak_allocated_mib"), 0), (r.get("error") or "")[:160]] for r in runs]
+    lines += table(["method"] + [c.removeprefix("acc_") for c in LANGUAGE_COLUMNS], rows, cell) + [""]
+    rows = [[r.get("name"), r.get("status"), cell(r.get("seconds"), 1)]
+            + [cell(r.get("metrics", {}).get(k), d) for k, d in (("epoch", 2), ("gap", 2), ("acc_en", 1), ("acc_target", 1))]
+            + [cell(r.get("peak_allocated_mib"), 0), (r.get("error") or "")[:160]] for r in runs]
     lines += ["Every run:", ""] + table(["run", "status", "s", "epoch", "gap", "acc_en", "acc_target",
-                                         "peak allocated MiB", "error"], rows) + [""]
+                                         "peak allocated MiB", "error"], rows, cell) + [""]
     not_run = sorted({n for c in folders if c.get("part_b") for n in c["part_b"].get("not_run", [])} - set(r["name"] for r in runs))
     if not_run:
         lines += [f"Not run (the budget was spent): {', '.join(not_run)}.", ""]
@@ -232,16 +219,16 @@ def section_c(c: dict | None) -> list[str]:
               f"{s.get('steps')} steps after {s.get('warmup')}; evaluation of {s.get('eval_per_language')} pairs per "
               f"language set, batch {s.get('eval_batch')}."] + [f"- {n}" for n in c.get("notes", [])] + [""]
     rows = [[i["model"], f"{i.get('parameters', 0) / 1e6:.0f} M", i["precision"], i.get("status"),
-             fmt(i.get("step_median_s"), 4), fmt(i.get("train_seqs_per_s"), 0), fmt(i.get("mean_padded_length"), 0),
-             i.get("eval_pairs"), fmt(i.get("eval_s"), 2), fmt(i.get("eval_seqs_per_s"), 0),
-             fmt(i.get("peak_allocated_mib"), 0)] for i in c.get("items", [])]
+             cell(i.get("step_median_s"), 4), cell(i.get("train_seqs_per_s"), 0), cell(i.get("mean_padded_length"), 0),
+             i.get("eval_pairs"), cell(i.get("eval_s"), 2), cell(i.get("eval_seqs_per_s"), 0),
+             cell(i.get("peak_allocated_mib"), 0)] for i in c.get("items", [])]
     lines += table(["model", "parameters", "precision", "status", "step s", "train seq/s", "padded length",
-                    "eval pairs", "eval s", "eval seq/s", "peak allocated MiB"], rows) + [""]
+                    "eval pairs", "eval s", "eval seq/s", "peak allocated MiB"], rows, cell) + [""]
     ok = {(i["model"], i["precision"]): i for i in reversed(c.get("items", [])) if i.get("status") == "ok"}
     ratios = [[model] + [f"{ok[model, 'bf16'][k] / ok[model, 'fp32'][k]:.2f}x" for k in ("train_seqs_per_s", "eval_seqs_per_s")]
               for model in dict.fromkeys(i["model"] for i in c.get("items", [])) if {(model, "bf16"), (model, "fp32")} <= set(ok)]
     if ratios:
-        lines += ["bf16 against fp32:", ""] + table(["model", "train", "eval"], ratios) + [""]
+        lines += ["bf16 against fp32:", ""] + table(["model", "train", "eval"], ratios, cell) + [""]
     if c.get("skipped"):
         lines += [f"Skipped (the budget was spent): {', '.join(c['skipped'])}.", ""]
     return lines

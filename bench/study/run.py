@@ -65,7 +65,7 @@ from xling_ray.config import PAWSX_LANGUAGES, XNLI_LANGUAGES
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent))  # bench/, for _common
-from _common import TINY  # noqa: E402  (--smoke: the tiny random model and a few examples)
+from _common import TINY, Log, fmt, repo_relative, table  # noqa: E402  (TINY: --smoke's tiny random model)
 
 METHODS = ("xlinglearn", "ding2022", "xite", "adjustment", "continual")
 RUNS = ("plain", *METHODS)
@@ -268,8 +268,7 @@ def _record(storage: Path, stage: str, seconds: float) -> None:
     _log(f"{stage} done in {seconds / 60:.1f} min")
 
 
-def _log(text: str) -> None:
-    print(f"[study {time.strftime('%H:%M:%S')}] {text}", flush=True)
+_log = Log(None, "study")
 
 
 # ------------------------------------------------------------------ results
@@ -287,8 +286,9 @@ def spread_test(a: pd.Series, b: pd.Series) -> tuple[float, float, bool]:
 
 def verdict(method: pd.DataFrame, plain: pd.DataFrame) -> str:
     """How a method's seeds compare with plain fine-tuning's, by :func:`spread_test` (seed noise
-    alone); :func:`verdict_from` with the paired intervals of :func:`paired_tests` where the finals
-    kept their predictions (seed noise and the held-out sample's)."""
+    alone: the GPU page's screen, whose part b keeps no predictions). This page's verdicts are
+    :func:`verdict_from` with the paired intervals of :func:`paired_tests` (seed noise and the held-out
+    sample's)."""
     tests = {c: (d, big) for c in ("gap", "acc_target", "acc_en") if c in method and c in plain
              for d, _, big in [spread_test(method[c], plain[c])]}
     return verdict_from(tests)
@@ -336,18 +336,25 @@ def column_metric(col: str) -> tuple[str, str | None]:
 
 
 def final_predictions(results: Path, run: str, trials: pd.DataFrame):
-    """A run's final seeds' kept predictions in seed order, and the seeds; None unless every seed
-    kept them (``final_heldout_leaderboard_predictions.npz``, written since predictions are kept):
-    the product's :func:`~xling_ray.leaderboard.intervals.config_predictions` of its one configuration."""
+    """A run's final seeds' kept predictions in seed order, and the seeds
+    (``final_heldout_leaderboard_predictions.npz``; the product's
+    :func:`~xling_ray.leaderboard.intervals.config_predictions` of its one configuration). A final
+    without them for every seed stops the page with how to rerun that final."""
     from xling_ray.leaderboard.intervals import config_predictions
     from xling_ray.noise import load_predictions_table
 
     path = results / run / "final_heldout_leaderboard_predictions.npz"
-    if not path.exists():
-        return None
     trials = trials.assign(trial_id=trials["trial_id"].astype(str))
-    return config_predictions({"trial_ids": " ".join(trials["trial_id"])}, trials,
-                              load_predictions_table(path.read_bytes()))
+    kept = path.exists() and config_predictions({"trial_ids": " ".join(trials["trial_id"])}, trials,
+                                                 load_predictions_table(path.read_bytes()))
+    if not kept:
+        raise SystemExit(
+            f"{run}: its final kept no predictions for every seed ({repo_relative(path)}), so it has no paired "
+            f"interval against plain. Rerun its final: remove the final_heldout_leaderboard* files from "
+            f"{repo_relative(path.parent)} (and, where its run folder is still there, the final_heldout_leaderboard* "
+            "files and final-heldout* folders in it), then run `python bench/study/run.py --data-dir "
+            "../shared/data` again: its search is kept, only its final runs.")
+    return kept
 
 
 def paired_tests(method, plain, shown) -> dict[str, "Difference"]:
@@ -426,6 +433,7 @@ def write_results(results: Path, args) -> Path:
     budget = spaces[runs[0]]["recipe"] if runs else {}
     tasks = budget["data"]["tasks"] if runs else []
     shown = columns(tasks)
+    folder = repo_relative(results)  # as the page names it
 
     def pm(row, col):
         std = row.get(f"{col}_std", float("nan"))
@@ -435,15 +443,15 @@ def write_results(results: Path, args) -> Path:
         "# Study: which regularizers close the transfer gap",
         "",
         "Written by `python bench/study/run.py " + " ".join(a for a in sys.argv[1:])
-        + f"` on {time.strftime('%Y-%m-%d')} from `{_shown(results)}/`; the stages took {minutes:.0f} minutes of "
+        + f"` on {time.strftime('%Y-%m-%d')} from `{folder}/`; the stages took {minutes:.0f} minutes of "
         "wall time in all (2 CPU cores). No number below is typed by hand.",
         "",
     ]
     if pending:
         lines += [f"**Not run yet:** {', '.join(pending)} (the study resumes: the same command runs the rest). "
                   "The tables below hold the finished runs only.", ""]
+    out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     if not runs:
-        out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
         out.write_text("\n".join(lines) + "\n")
         return out
     model, data, train = budget["model"], budget["data"], budget["train"]
@@ -467,94 +475,52 @@ def write_results(results: Path, args) -> Path:
     ]
     if "pawsx" not in tasks and not args.smoke:
         lines += [pawsx_note(), ""]
-    lines += [
-        "## Final, on the held-out part (mean ± standard deviation over seeds)",
-        "",
-        "| method | " + " | ".join(shown) + " | seeds | collapsed seeds | configurations searched |",
-        "|---|" + "---|" * (len(shown) + 3),
-    ]
-    for m in runs:
-        collapsed = int(trials[m]["collapsed"].astype(float).sum()) if "collapsed" in trials[m] else 0
-        lines.append(f"| {m} | " + " | ".join(pm(finals[m], c) for c in shown)
-                     + f" | {len(trials[m])} | {collapsed} | {len(searches[m])} |")
+    collapsed = {m: int(trials[m]["collapsed"].astype(float).sum()) for m in runs}
+    lines += ["## Final, on the held-out part (mean ± standard deviation over seeds)", ""]
+    lines += table(["method", *shown, "seeds", "collapsed seeds", "configurations searched"],
+                   [[m, *(pm(finals[m], c) for c in shown), len(trials[m]), collapsed[m], len(searches[m])]
+                    for m in runs])
     if "plain" in runs and methods:
         kept = {m: final_predictions(results, m, trials[m]) for m in runs}
-        paired = {m: paired_tests(kept[m], kept["plain"], shown) for m in methods
-                  if kept[m] is not None and kept["plain"] is not None}
-        seed_only = [m for m in methods if m not in paired]
         lines += ["", "## Against plain fine-tuning",
                   "",
                   "Difference of the means (method − plain; a negative Δ gap: the method closes the gap). "
-                  + ("Where the finals kept their predictions: the 95 % interval of a paired bootstrap over the "
-                     "held-out ids both evaluated and the seeds (the same seeds paired; Koehn 2004, Dror et al. "
-                     "2018), which counts both sources of noise, the seeds' and the held-out sample's, and the "
-                     "verdict asks whether the intervals of Δ gap, Δ acc_target and Δ acc_en exclude 0. "
-                     if paired else "")
-                  + (("Otherwise: " if paired else "With it: ")
-                     + "its standard error over seeds, and the verdict asks whether Δ gap and Δ acc_target exceed "
-                     "twice theirs. That counts seed noise alone: the held-out sample's (every run scores the same "
-                     "ids; the binomial error of an accuracy near 60 % on 600 pairs is 2.0 points, and a "
-                     "difference between two models on the same ids keeps the part where they disagree) is not "
-                     "in it." if seed_only else ""),
-                  "",
-                  "| method | " + " | ".join(f"Δ {c}" for c in shown) + " | verdict | noise counted |",
-                  "|---|" + "---|" * (len(shown) + 2)]
-        verdicts = {}
+                  "Where the finals kept their predictions: the 95 % interval of a paired bootstrap over the "
+                  "held-out ids both evaluated and the seeds (the same seeds paired; Koehn 2004, Dror et al. "
+                  "2018), which counts both sources of noise, the seeds' and the held-out sample's, and the "
+                  "verdict asks whether the intervals of Δ gap, Δ acc_target and Δ acc_en exclude 0. ", ""]
+        verdicts, rows = {}, []
         for m in methods:
-            if m in paired:
-                d = paired[m]
-                verdicts[m] = verdict_from({c: (d[c].diff, d[c].beyond_noise) for c in ("gap", "acc_target", "acc_en")
-                                            if c in d})
-                cells = [f"{d[c].diff:+.2f} [{d[c].low:+.2f}, {d[c].high:+.2f}]" for c in shown]
-                counted = f"seeds and {d['gap'].ids:,} held-out ids (paired bootstrap)"
-            else:
-                verdicts[m] = verdict(trials[m], trials["plain"])
-                cells = [f"{diff:+.2f} (± {se:.2f})" for c in shown
-                         for diff, se, _ in [spread_test(trials[m][c], trials["plain"][c])]]
-                counted = "seeds only (the final kept no predictions)"
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {verdicts[m]} | {counted} |")
+            d = paired_tests(kept[m], kept["plain"], shown)
+            verdicts[m] = verdict_from({c: (d[c].diff, d[c].beyond_noise) for c in ("gap", "acc_target", "acc_en")
+                                        if c in d})
+            rows.append([m, *(f"{d[c].diff:+.2f} [{d[c].low:+.2f}, {d[c].high:+.2f}]" for c in shown), verdicts[m],
+                         f"seeds and {d['gap'].ids:,} held-out ids (paired bootstrap)"])
+        lines += table(["method", *(f"Δ {c}" for c in shown), "verdict", "noise counted"], rows)
 
         def having(v: str) -> str:
             return ", ".join(m for m in methods if verdicts[m] == v) or "none"
 
-        noise = "noise" if paired else "seed noise"
-        lines += ["", f"**Verdict.** Lowered the gap beyond {noise} without losing target accuracy: "
+        lines += ["", "**Verdict.** Lowered the gap beyond noise without losing target accuracy: "
                   f"{having('closed')}. Lowered the gap only by learning less (target accuracy fell beyond "
-                  f"{noise} too): {having('closed by learning less')}. Lowered the gap only by losing English "
-                  f"accuracy (English fell beyond {noise}, target accuracy did not rise beyond it): "
-                  f"{having('closed by losing English')}. Widened the gap beyond {noise}: "
-                  f"{having('widened')}. Gap within {noise} while target accuracy fell beyond it: "
-                  f"{having('gap within noise, learned less')}. Within {noise}: {having('within noise')}."]
-        if seed_only:
-            lines += ["", f"**Paired intervals not available** for {', '.join(seed_only)}"
-                      + (" and plain" if kept["plain"] is None else "")
-                      + ": their finals ran before trials kept their predictions, so their verdicts count seed "
-                      "noise alone. Rerunning those finals keeps the predictions and gives each Δ its paired interval over "
-                      "the held-out ids and seeds: remove their `final_heldout_leaderboard*` files from the results "
-                      "folder (and, where their run folders are still there, the `final_heldout_leaderboard*` files "
-                      "and `final-heldout*` folders in them), then run `python bench/study/run.py --data-dir "
-                      "../shared/data` again: each search is kept, only the finals run."]
-    refs = reference_rows(finals, tasks)
-
-    def num(v):
-        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
-
+                  f"noise too): {having('closed by learning less')}. Lowered the gap only by losing English "
+                  "accuracy (English fell beyond noise, target accuracy did not rise beyond it): "
+                  f"{having('closed by losing English')}. Widened the gap beyond noise: "
+                  f"{having('widened')}. Gap within noise while target accuracy fell beyond it: "
+                  f"{having('gap within noise, learned less')}. Within noise: {having('within noise')}."]
     lines += ["", "## Against published full fine-tunes", "",
               "Published figures are test-set accuracies after fine-tuning on all of the task's English training data "
               "(" + ", ".join({"xnli": "MultiNLI's 393k pairs", "pawsx": "PAWS' 49k"}[t] for t in tasks)
               + "); this study's are held-out validation accuracies after "
               f"{data['train_size']:,} pairs and {train['epochs']} epoch(s) on 2 CPU cores. Means are over the task's "
               "languages, English included, as the papers give them; the gap is English minus the mean of the "
-              "others, computed from the two published figures (—: not published there).", "",
-              "| model | " + " | ".join(f"{names[t]} en | {names[t]} mean ({len(LANGUAGES[t])}) | {names[t]} gap" for t in tasks)
-              + " |", "|---|" + "---|---|---|" * len(tasks)]
-    for r in refs:
-        lines.append(f"| {r['model']} | " + " | ".join(num(r[f"{t}_{k}"]) for t in tasks for k in ("en", "mean", "gap"))
-                     + " |")
-    lines += ["", "## Per language (held-out accuracy, %, mean over seeds)", "",
-              "| language | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
-    for col in [c for c in LANGUAGE_COLUMNS if c in finals[runs[0]].index]:
-        lines.append(f"| {col.removeprefix('acc_')} | " + " | ".join(f"{finals[m][col]:.1f}" for m in runs) + " |")
+              "others, computed from the two published figures (—: not published there).", ""]
+    lines += table(["model", *(f"{names[t]} {h}" for t in tasks for h in ("en", f"mean ({len(LANGUAGES[t])})", "gap"))],
+                   [[r["model"], *(r[f"{t}_{k}"] for t in tasks for k in ("en", "mean", "gap"))]
+                    for r in reference_rows(finals, tasks)], lambda v: fmt(v, ".1f", missing="—"))
+    lines += ["", "## Per language (held-out accuracy, %, mean over seeds)", ""]
+    lines += table(["language", *runs], [[col.removeprefix("acc_"), *(f"{finals[m][col]:.1f}" for m in runs)]
+                                         for col in LANGUAGE_COLUMNS if col in finals[runs[0]].index])
     lines += ["", "## The configurations", ""]
     if methods:
         floor = spaces[methods[0]]["sweep"]["constraint"]
@@ -576,7 +542,7 @@ def write_results(results: Path, args) -> Path:
             feasible = ""
         else:
             floor = space["sweep"]["constraint"]["baseline"] - space["sweep"]["constraint"]["delta"]
-            learned = ~board["collapsed"].astype(bool) if "collapsed" in board else pd.Series(True, index=board.index)
+            learned = ~board["collapsed"].astype(bool)
             above = int(((board["acc_en"] >= floor) & learned).sum())
             feasible = (f"; English {best['acc_en']:.1f}, {'above' if best['acc_en'] >= floor else '**below**'} "
                         f"the floor; {above} of {len(board)} configurations learned and are above it")
@@ -584,13 +550,13 @@ def write_results(results: Path, args) -> Path:
             " The method's default configuration (the space's first `points_to_evaluate`)."
             if is_default(settings, space) else " Not the method's default configuration (found by the search).")
         lines.append(f"- **{m}**: search gap {best['gap']:.2f} (rank 1 of {len(board)}{feasible}); "
-                     + (", ".join(f"`{k}` = {_fmt(v)}" for k, v in settings.items()) or "nothing searched")
-                     + f".{default}{_minutes(timings, m, len(board), len(trials[m]))} Files: `{_shown(results / m)}/`.")
+                     + (", ".join(f"`{k}` = {fmt(v, '.3g')}" for k, v in settings.items()) or "nothing searched")
+                     + f".{default}{_minutes(timings, m, len(board), len(trials[m]))} Files: `{folder}/{m}/`.")
     figures = _figures(results, runs, trials, finals)
     lines += ["", "## Figures", ""]
     lines += [f"![{alt}]({path.name})" for alt, path in figures.items()]
     lines += ["", "## Where each number comes from", "",
-              f"Every figure above is read from `{_shown(results)}/`, which keeps, for each run, the files its own "
+              f"Every figure above is read from `{folder}/`, which keeps, for each run, the files its own "
               "stages wrote: the search's leaderboards (`<run>/leaderboard.csv`, `leaderboard_trials.csv`; the search "
               "table and the configurations), the final's (`<run>/final_heldout_leaderboard*.csv`; the final and "
               "against-plain tables, the per-language accuracies and the figures) and the space as run "
@@ -600,7 +566,6 @@ def write_results(results: Path, args) -> Path:
               "load. The run folders under `--storage` hold everything Tune wrote, and `xling-ray report RUN_DIR` "
               "draws their own figures; `xling-ray final <results>/<run> --heldout` retrains a run's finalist from "
               "the kept files alone."]
-    out = results.parent / ("RESULTS-smoke.md" if args.smoke else "RESULTS.md")
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -613,14 +578,6 @@ def _minutes(timings: dict, run: str, configs: int, seeds: int) -> str:
             minutes = timings[f"{run}/{stage}"] / 60
             parts.append(f"{stage} {minutes:.0f} min for {n} {unit}{'s' if n != 1 else ''} ({minutes / n:.1f} a trial)")
     return f" Wall time: {'; '.join(parts)}." if parts else ""
-
-
-def _shown(path: Path) -> str:
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def is_default(settings: dict, space: dict) -> bool:
@@ -660,12 +617,12 @@ def _figures(storage: Path, runs, trials, finals) -> dict[str, Path]:
     fig.tight_layout()
     save(fig, "gaps", "Held-out gap per method and seed", 120)
 
-    table = pd.DataFrame([finals[m] for m in runs], index=list(runs))
-    columns = [c for c in LANGUAGE_COLUMNS if c in table]
-    save(accuracy_heatmap(table, columns, list(runs)), "accuracy",
+    means = pd.DataFrame([finals[m] for m in runs], index=list(runs))
+    columns = [c for c in LANGUAGE_COLUMNS if c in means]
+    save(accuracy_heatmap(means, columns, list(runs)), "accuracy",
          "Held-out accuracy per method and language (mean over seeds)", 110)
-    table = table.reset_index(drop=True)
-    save(gap_vs_target(table, list(runs), gap_front(table).tolist()), "gap_vs_target",
+    means = means.reset_index(drop=True)
+    save(gap_vs_target(means, list(runs), gap_front(means).tolist()), "gap_vs_target",
          "Held-out gap against mean target accuracy (means over seeds)", 110)
     return out
 
