@@ -166,6 +166,38 @@ def test_a_good_group_is_promoted_whole_and_its_waiting_seed_resumes_before_new_
     assert ctl.report(b[2], 2048, 2.0) == CONTINUE  # the first group at 2000
 
 
+def test_a_configuration_with_a_collapsed_seed_is_judged_worst_whatever_its_gap():
+    """A collapsed model's gap is near 0, the best a gap looks: judged on its mean, b (0.1 and 2.0)
+    would beat a (3.0). It is stopped instead, and Optuna is told it collapsed (infeasible)."""
+    scheduler, ctl, groups, new_config = _sweep(seeds=2)
+    a0, a1 = new_config()
+    ctl.report(a0, 1024, 3.0, collapsed=0.0)
+    assert ctl.report(a1, 1024, 3.0, collapsed=0.0) == CONTINUE
+    b0, b1 = new_config()
+    assert ctl.report(b0, 1024, 0.1, collapsed=1.0) == PAUSE
+    assert ctl.report(b1, 1024, 2.0, collapsed=0.0) == STOP
+    where = scheduler.stopped()[b0.trial_id]
+    assert where["value"] == pytest.approx(1.05) and where["collapsed"] is True
+    assert stopped_label(where) == "1000 examples: gap 1.05, collapsed"
+    assert groups.searcher.pruned == [(b0.trial_id, 1000, {"gap": pytest.approx(1.05), "collapsed": 1.0})]
+    # A configuration that learned is kept however poor its gap beside collapsed ones: c (5.0) is worse
+    # than a, but of the recorded values (a's 3.0 and b's "collapsed") it is not in the worse half.
+    c0, c1 = new_config()
+    ctl.report(c0, 1024, 5.0, collapsed=0.0)
+    assert ctl.report(c1, 1024, 5.0, collapsed=0.0) == CONTINUE
+    assert [j["collapsed"] for j in scheduler.state()["judged"]] == [False, True, False]
+
+
+def test_configurations_that_all_collapsed_at_a_rung_tie_and_none_is_stopped():
+    """Early in training every model may still predict the majority class: nothing to judge on."""
+    scheduler, ctl, groups, new_config = _sweep(seeds=2)
+    for gaps in [(0.0, 0.2), (-0.5, 0.0), (0.1, 0.1)]:
+        first, second = new_config()
+        ctl.report(first, 1024, gaps[0], collapsed=1.0)
+        assert ctl.report(second, 1024, gaps[1], collapsed=1.0) == CONTINUE
+    assert scheduler.stopped() == {}
+
+
 def test_a_seed_that_failed_is_not_waited_for():
     scheduler, ctl, groups, new_config = _sweep(seeds=2)
     a0, a1 = new_config()
@@ -257,6 +289,24 @@ def test_decisions_survive_save_and_restore(tmp_path):
     assert restored.stopped() == scheduler.stopped() and "t_00006" in restored.stopped()
 
 
+def test_a_resumed_scheduler_judges_collapse_as_the_uninterrupted_one(tmp_path):
+    scheduler, ctl, groups, new_config = _sweep(seeds=2)
+    for gaps, flags in [((3.0, 3.0), (0.0, 0.0)), ((0.1, 2.0), (1.0, 0.0))]:
+        for trial, gap, flag in zip(new_config(), gaps, flags):
+            ctl.report(trial, 1024, gap, collapsed=flag)
+    path = tmp_path / "state.json"
+    scheduler.save(str(path))
+    restored, ctl2, groups2, new_config2 = _sweep(seeds=2)
+    restored.restore(str(path))
+    for _ in range(2):
+        new_config2()  # Tune adds the restored trials again
+    assert restored.stopped() == scheduler.stopped() and list(restored.stopped()) == ["t_00002"]
+    # A new configuration that collapsed meets the same cutoff (the replayed values hold b's "collapsed").
+    for (t1, t2), (gap, flag) in zip(zip(new_config(), new_config2()), [(0.0, 1.0), (1.0, 0.0)]):
+        assert ctl.report(t1, 1024, gap, collapsed=flag) == ctl2.report(t2, 1024, gap, collapsed=flag)
+    assert "t_00004" in scheduler.stopped() and restored.stopped() == scheduler.stopped()
+
+
 def test_the_state_lives_in_the_run_folder_and_a_resumed_scheduler_reads_it(tmp_path):
     import pickle
 
@@ -300,6 +350,27 @@ def test_optuna_marks_a_stopped_configuration_pruned_with_its_mean():
     assert pruned.value == pytest.approx(4.75) and pruned.intermediate_values == {1000: pytest.approx(4.75)}
     assert pruned.user_attrs["stopped_at_examples"] == 1000 and pruned.user_attrs["gap_per_seed"] == [0.5, 9.0]
     assert study.trials[0].value == pytest.approx(1.5)
+
+
+def test_optuna_counts_a_configuration_stopped_for_its_collapsed_seed_infeasible():
+    import optuna
+    from ray import tune
+
+    from xling_ray.tune.search import ConstrainedOptunaSearch, SeedGroups, optuna_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    inner = ConstrainedOptunaSearch(space={"train.lr": tune.loguniform(1e-5, 1e-3)}, metric="gap", mode="min",
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+    groups = SeedGroups(inner, seeds=2, metrics=["gap"])
+    scheduler = SeedGroupASHA("gap", "min", grace_period=1000, max_t=4000, seeds=2, groups=groups)
+    ctl = Controller(scheduler, groups)
+    trials = [ctl.add(Trial("run_trial", config=groups.suggest(f"t{i}"), trial_id=f"t{i}", stub=True))
+              for i in range(4)]
+    for t, v, flag in zip(trials, (3.0, 3.0, 0.0, 2.0), (0.0, 0.0, 1.0, 0.0)):
+        ctl.report(t, 1024, v, collapsed=flag)
+    pruned = optuna_study(inner).trials[1]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.value == pytest.approx(1.0)
+    assert pruned.constraints == {"collapsed": 1.0} and pruned.user_attrs["collapsed"] is True
 
 
 

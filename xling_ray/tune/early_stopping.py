@@ -27,6 +27,14 @@ configuration with seeds of different lengths, and would judge it on one seed's 
   STOP stops every seed (the waiting ones through Tune's ``stop_trial``), CONTINUE resumes the
   waiting ones before any new trial starts. Judging on the seeds present instead would let
   one lucky seed carry a poor configuration, or one unlucky seed sink a good one.
+* **A collapsed seed sinks its configuration.** A model that predicts one class has a gap near 0,
+  the best a gap can look, so judged on its mean gap a configuration whose seed collapsed would be
+  kept and one that learns stopped. At a rung where a seed reports ``collapsed`` (one class for
+  nearly every English example of a task, :func:`xling_ray.metrics.is_collapsed`), ASHA is given
+  :data:`COLLAPSED_VALUE`, worse than any value of the metric, instead of the mean, as the
+  leaderboard ranks collapsed models last and Optuna counts them infeasible. Configurations that
+  all collapsed at a rung (early in training, before any has left the majority class) tie there,
+  and ASHA stops none of them on it. Optuna is told a stopped collapsed configuration infeasible.
 * **Once stopped, stopped**: any later report of a stopped configuration's seeds is STOP (a
   seed restarted from an earlier checkpoint on resume reaches the rung again).
 * The plain baseline (``constraint.baseline: plain``) is judged like the others but never
@@ -62,6 +70,12 @@ from ray.tune.search.repeater import TRIAL_INDEX
 STATE_FILE = "early_stopping/state.json"
 #: The clock: training examples stepped on, summed over tasks and workers (xling_ray.train.loop).
 TIME_ATTR = "examples_seen"
+#: A report's flag of a model that predicts one class (xling_ray.metrics; the searcher's ``COLLAPSED``).
+COLLAPSED = "collapsed"
+#: What a configuration with a collapsed seed is worth at a rung, in the metric's worse direction: beyond
+#: any gap or accuracy, and finite, because ASHA's cutoff interpolates between the recorded values (an
+#: infinity there gives NaN, and NaN stops nothing).
+COLLAPSED_VALUE = 1e6
 
 _STATE_VERSION = 1
 
@@ -194,9 +208,9 @@ class SeedGroupASHA(FIFOScheduler):
     # ---------------------------------------------------------------- what was stopped
 
     def stopped(self) -> dict[str, dict[str, Any]]:
-        """Config id -> ``{"rung", "metric", "value", "seeds", "per_seed", "values", "trial_ids"}`` of
-        each configuration stopped early: the rung (training examples), the judged metric, its mean
-        over the seeds there, how many seeds were judged, each seed's value (in trial id order), the
+        """Config id -> ``{"rung", "metric", "value", "collapsed", "seeds", "per_seed", "values", "trial_ids"}``
+        of each configuration stopped early: the rung (training examples), the judged metric, its mean
+        over the seeds there, whether a seed had collapsed there, how many seeds were judged, each seed's value (in trial id order), the
         mean of each of ``metrics``, and the configuration's Tune trials."""
         self._ensure_loaded()
         return {c: dict(s) for c, s in self._stopped.items()}
@@ -302,8 +316,8 @@ class SeedGroupASHA(FIFOScheduler):
         if rung is None:
             return TrialScheduler.CONTINUE
         key = _key(rung)
-        rungs.setdefault(key, {})[trial.trial_id] = {m: float(result[m]) for m in self._metrics if _known(result.get(m))} \
-            or {self._metric: float("nan")}
+        kept = {m: float(result[m]) for m in (*self._metrics, COLLAPSED) if _known(result.get(m))}
+        rungs.setdefault(key, {})[trial.trial_id] = kept or {self._metric: float("nan")}
         decision = TrialScheduler.CONTINUE
         if key not in self._decided.get(config, {}) and self._ready(config, key):
             decision = self._judge(tune_controller, config, key, reporter=trial)
@@ -336,14 +350,21 @@ class SeedGroupASHA(FIFOScheduler):
         values = {m: float(np.mean([r[m] for r in reached.values()])) for m in self._metrics
                   if all(m in r for r in reached.values())}
         value = values.get(self._metric, float("nan"))
-        decision = self._give_asha(config, rung, value)
-        self._judged.append({"config_id": config, "rung": rung, "value": value, "decision": decision})
+        flags = [r[COLLAPSED] for r in reached.values() if COLLAPSED in r]
+        collapsed = bool(flags) and max(flags) >= 1.0
+        if flags:
+            values[COLLAPSED] = float(collapsed)  # Optuna is told it with the values (SeedGroups.prune)
+        judged = (COLLAPSED_VALUE if self._mode == "min" else -COLLAPSED_VALUE) if collapsed else value
+        decision = self._give_asha(config, rung, judged)
+        self._judged.append({"config_id": config, "rung": rung, "value": judged, "mean": value,
+                             "collapsed": collapsed, "decision": decision})
         if self._groups is not None and self._groups.is_reference(config):
             decision = TrialScheduler.CONTINUE  # the plain baseline: the floor is measured on it
         self._decided.setdefault(config, {})[key] = decision
         if decision == TrialScheduler.STOP:
             per_seed = {m: [reached[t].get(m, float("nan")) for t in sorted(reached)] for m in self._metrics}
-            self._stopped[config] = {"rung": rung, "metric": self._metric, "value": value, "seeds": len(reached),
+            self._stopped[config] = {"rung": rung, "metric": self._metric, "value": value, "collapsed": collapsed,
+                                     "seeds": len(reached),
                                      "per_seed": per_seed[self._metric], "values": values,
                                      "trial_ids": sorted(t.trial_id for t in self._seeds_of(config))}
             if self._groups is not None:
@@ -398,7 +419,9 @@ def load_stopped(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 def stopped_label(stopped: dict[str, Any]) -> str:
     """The leaderboard's ``stopped_at`` of a stopped configuration: its rung and the mean of the
-    judged metric there, e.g. ``1000 examples: gap 4.21``."""
+    judged metric there, e.g. ``1000 examples: gap 4.21``, and ``, collapsed`` where a seed had
+    collapsed there (what it was judged on)."""
     value = stopped.get("value")
     shown = f"{value:.2f}" if _known(value) else "n/a"
-    return f"{_key(stopped['rung'])} examples: {stopped.get('metric', 'metric')} {shown}"
+    collapsed = ", collapsed" if stopped.get("collapsed") else ""
+    return f"{_key(stopped['rung'])} examples: {stopped.get('metric', 'metric')} {shown}{collapsed}"

@@ -144,10 +144,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
             # and a resumed sweep ran it again. Telling twice is an error in Optuna.
             _ray_private(self, "_ot_trials").pop(trial_id, None)
             return
-        if trial is not None and result and _known(result.get(COLLAPSED)):
-            collapsed = float(result[COLLAPSED]) >= 1.0
-            trial.set_constraint(COLLAPSED, 1.0 if collapsed else 0.0)
-            trial.set_user_attr(COLLAPSED, collapsed)
+        if trial is not None and result:
+            _mark_collapsed(trial, result)
         c = self.guard
         if trial is not None and result and c:
             value = result.get(c.metric)
@@ -178,6 +176,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
         trial.set_user_attr("stopped_at_examples", rung)
         for key, value in values.items():
             trial.set_user_attr(f"stopped_{key}", value)
+        _mark_collapsed(trial, values)  # a configuration stopped for its collapsed seed: infeasible
         if isinstance(self.metric, str) and _known(values.get(self.metric)):
             self.on_trial_result(trial_id, {self.metric: float(values[self.metric]), TRAINING_ITERATION: int(rung)})
         self.on_trial_complete(trial_id, result=None, error=False)
@@ -199,6 +198,15 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
 def _known(value: Any) -> bool:
     return isinstance(value, (int, float)) and not math.isnan(value)
+
+
+def _mark_collapsed(trial, result: dict) -> None:
+    """Where ``result`` says whether the configuration collapsed, tell its Optuna trial: a
+    constraint (infeasible when collapsed) and a user attribute."""
+    if _known(result.get(COLLAPSED)):
+        collapsed = float(result[COLLAPSED]) >= 1.0
+        trial.set_constraint(COLLAPSED, 1.0 if collapsed else 0.0)
+        trial.set_user_attr(COLLAPSED, collapsed)
 
 
 def _finished(study, number: int) -> bool:
