@@ -325,11 +325,13 @@ def test_the_state_lives_in_the_run_folder_and_a_resumed_scheduler_reads_it(tmp_
 # ---------------------------------------------------------------- Optuna is told once, as pruned
 
 
-def test_optuna_marks_a_stopped_configuration_pruned_with_its_mean():
+def _optuna_sweep():
+    """Two configurations x two seeds suggested by a random Optuna sampler through SeedGroups, their
+    scheduler's controller, the four trials (added), and the Optuna study behind it all."""
     import optuna
     from ray import tune
 
-    from xling_ray.tune.search import ConstrainedOptunaSearch, SeedGroups, optuna_study
+    from xling_ray.tune.search import ConstrainedOptunaSearch, optuna_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     inner = ConstrainedOptunaSearch(space={"train.lr": tune.loguniform(1e-5, 1e-3)}, metric="gap", mode="min",
@@ -339,11 +341,17 @@ def test_optuna_marks_a_stopped_configuration_pruned_with_its_mean():
     ctl = Controller(scheduler, groups)
     trials = [ctl.add(Trial("run_trial", config=groups.suggest(f"t{i}"), trial_id=f"t{i}", stub=True))
               for i in range(4)]
+    return ctl, trials, optuna_study(inner)
+
+
+def test_optuna_marks_a_stopped_configuration_pruned_with_its_mean():
+    import optuna
+
+    ctl, trials, study = _optuna_sweep()
     for t, v in zip(trials, (2.0, 2.0, 0.5, 9.0)):
         ctl.report(t, 1024, v)
     for t in trials[:2]:  # the kept configuration trains to its end
         ctl.report(t, 4000, 1.5)
-    study = optuna_study(inner)
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
     pruned = study.trials[1]
@@ -354,25 +362,13 @@ def test_optuna_marks_a_stopped_configuration_pruned_with_its_mean():
 
 def test_optuna_counts_a_configuration_stopped_for_its_collapsed_seed_infeasible():
     import optuna
-    from ray import tune
 
-    from xling_ray.tune.search import ConstrainedOptunaSearch, SeedGroups, optuna_study
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    inner = ConstrainedOptunaSearch(space={"train.lr": tune.loguniform(1e-5, 1e-3)}, metric="gap", mode="min",
-                                    sampler=optuna.samplers.RandomSampler(seed=0))
-    groups = SeedGroups(inner, seeds=2, metrics=["gap"])
-    scheduler = SeedGroupASHA("gap", "min", grace_period=1000, max_t=4000, seeds=2, groups=groups)
-    ctl = Controller(scheduler, groups)
-    trials = [ctl.add(Trial("run_trial", config=groups.suggest(f"t{i}"), trial_id=f"t{i}", stub=True))
-              for i in range(4)]
+    ctl, trials, study = _optuna_sweep()
     for t, v, flag in zip(trials, (3.0, 3.0, 0.0, 2.0), (0.0, 0.0, 1.0, 0.0)):
         ctl.report(t, 1024, v, collapsed=flag)
-    pruned = optuna_study(inner).trials[1]
+    pruned = study.trials[1]
     assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.value == pytest.approx(1.0)
     assert pruned.constraints == {"collapsed": 1.0} and pruned.user_attrs["collapsed"] is True
-
-
 
 
 # ---------------------------------------------------------------- through Ray
