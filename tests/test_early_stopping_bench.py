@@ -37,6 +37,8 @@ def test_compute_to_come_within_the_tolerance_of_fifos_best():
     assert row["fifo"] == {"configurations": 4, "examples": 32000.0, "seconds": 1920.0, "config_id": "c"}
     assert row["asha"] == {"configurations": 4, "examples": 14000.0, "seconds": 780.0, "config_id": "c"}
     assert row["examples_share"] == 14000 / 32000 and row["stopped"] == 3
+    assert row["whole_share"] == 14000 / 32000  # c is FIFO's last configuration: reaching it is its whole run
+    assert row["total"] == {"fifo": {"examples": 32000, "seconds": 1920.0}, "asha": {"examples": 14000, "seconds": 780.0}}
     assert row["asha_best_gap"] == 3.2 and row["same_best"] is True  # the same settings, c, are each run's best
 
 
@@ -56,6 +58,6 @@ def test_item_four_says_what_was_measured_and_what_was_not():
     assert row.startswith("| 4 | FIFO vs seed-group ASHA") and "seed 0: 44 % of FIFO's training examples" in row
     assert row.endswith("| partial (sampler seed(s) [1] not run yet) |")
     assert "| asha-seed0 | a | train.lr=0.0001 | STOPPED | 1000 examples: gap 5.50 |" in section
-    assert "| 0 | 3.00 | 3.20 | yes | 4, 32000, 1920 | 4, 14000, 780 | 0.44, 0.41 |" in section
+    assert "| 0 | 3.00 | 3.20 | yes | 4, 32000, 1920 | 4, 14000, 780 | 0.44, 0.41 | 0.44 |" in section
     row, section = bench.item_four(None)
     assert "not measured yet" in row and row.endswith("| n/a |") and section.startswith("## 4. Early stopping")
