@@ -64,14 +64,14 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.repeater import TRIAL_INDEX
 
+from xling_ray.tune.search import COLLAPSED  # a report's flag of a model that predicts one class
+
 #: The scheduler's state in a run folder (JSON): what the leaderboard reads ``stopped_at`` from. In a
 #: folder of its own: Tune copies the run folder's top-level ``.json`` and ``.pkl`` files to its staging
 #: folder when a sweep resumes and uploads them back at every snapshot, which would put back an old state.
 STATE_FILE = "early_stopping/state.json"
 #: The clock: training examples stepped on, summed over tasks and workers (xling_ray.train.loop).
 TIME_ATTR = "examples_seen"
-#: A report's flag of a model that predicts one class (xling_ray.metrics; the searcher's ``COLLAPSED``).
-COLLAPSED = "collapsed"
 #: What a configuration with a collapsed seed is worth at a rung, in the metric's worse direction: beyond
 #: any gap or accuracy, and finite, because ASHA's cutoff interpolates between the recorded values (an
 #: infinity there gives NaN, and NaN stops nothing).
@@ -210,8 +210,9 @@ class SeedGroupASHA(FIFOScheduler):
     def stopped(self) -> dict[str, dict[str, Any]]:
         """Config id -> ``{"rung", "metric", "value", "collapsed", "seeds", "per_seed", "values", "trial_ids"}``
         of each configuration stopped early: the rung (training examples), the judged metric, its mean
-        over the seeds there, whether a seed had collapsed there, how many seeds were judged, each seed's value (in trial id order), the
-        mean of each of ``metrics``, and the configuration's Tune trials."""
+        over the seeds there, whether a seed had collapsed there, how many seeds were judged, each
+        seed's value (in trial id order), the mean of each of ``metrics``, and the configuration's Tune
+        trials."""
         self._ensure_loaded()
         return {c: dict(s) for c, s in self._stopped.items()}
 
