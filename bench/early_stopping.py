@@ -358,7 +358,9 @@ def main() -> None:
             result["runs"][key] = run_one(args, key, scheduler, seed)
             save_results(results, result, results_md)
             print(f"{key}: {len(result['runs'][key]['configs'])} configurations; results in {results}", flush=True)
-    save_results(results, result, results_md)
+    from run import write_report  # the page again, from the file: its machine and command are the runs' own
+
+    write_report(early=json.loads(results.read_text()), path=results_md)
     print(json.dumps(compare(result), indent=1, default=str))
 
 
