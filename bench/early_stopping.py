@@ -178,8 +178,8 @@ def least_share(configurations: int, scale: dict[str, Any]) -> float:
 
 def compare(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Per sampler seed with both runs: FIFO's best, each run's compute to come within the tolerance of
-    it, ASHA's as a share of FIFO's and of FIFO's whole run, whether ASHA's best is FIFO's (the same settings), and the whole
-    runs' compute."""
+    it, ASHA's as a share of FIFO's and of FIFO's whole run, the least share any stopping rule could
+    reach, whether ASHA's best is FIFO's (the same settings), and the whole runs' compute."""
     out = []
     for seed in result["scale"]["sampler_seeds"]:
         fifo, asha = (result["runs"].get(f"{s}-seed{seed}") for s in SCHEDULERS)
@@ -253,6 +253,12 @@ def item_four(result: dict[str, Any] | None) -> tuple[str, str]:
     said = f"partial (sampler seed(s) {missing} not run yet)" if missing else verdict(
         None if None in ok or not ok else all(ok))
     row = f"| 4 | {what} | {GOAL} | {'; '.join(parts)} | {said} |"
+    if s["rungs"][0] / s["max_t"] < GOAL_SHARE:  # least_share falls towards first rung / trial length
+        k = next(k for k in range(1, 10**6) if least_share(k, s) <= GOAL_SHARE)
+        bound = (f"At these rungs it is {100 * GOAL_SHARE:.0f} % or less only where FIFO's best is configuration {k} "
+                 "or a later one.")
+    else:
+        bound = f"At these rungs it is never {100 * GOAL_SHARE:.0f} % or less."
     lines = [f"## 4. Early stopping (`bench/early_stopping.py`)", "", f"    {result['command']}", "",
              f"The quickstart space, {'the tiny random model (--smoke)' if s.get('smoke') else 'its recipe as shipped'}, "
              f"{s['num_samples']} configurations x {s['seeds']} seeds, one configuration at a time; FIFO against "
@@ -264,14 +270,7 @@ def item_four(result: dict[str, Any] | None) -> tuple[str, str]:
              "configuration trained to its end: what a FIFO sweep costs). The least ASHA / FIFO could be: the "
              "first configuration and FIFO's best trained to their end and every one between stopped at the first "
              "rung, the share no stopping rule at these rungs can beat; it nears first rung / trial length only when "
-             "FIFO's best comes late in a long sweep.", ""]
-
-    if s["rungs"][0] / s["max_t"] < GOAL_SHARE:  # least_share falls towards first rung / trial length
-        k = next(k for k in range(1, 10**6) if least_share(k, s) <= GOAL_SHARE)
-        lines[-2] += (f" At these rungs it is {100 * GOAL_SHARE:.0f} % or less only where FIFO's best is "
-                      f"configuration {k} or a later one.")
-    else:
-        lines[-2] += f" At these rungs it is never {100 * GOAL_SHARE:.0f} % or less."
+             f"FIFO's best comes late in a long sweep. {bound}", ""]
 
     def cell(x):
         return "not reached" if not x else f"{x['configurations']}, {x['examples']:.0f}, {x['seconds']:.0f}"
